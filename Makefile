@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv on first use; nothing but the package registries is needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
+export FASTREID_DATASETS ?= $(CURDIR)/datasets
+export OMP_NUM_THREADS ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# a working torch/torchvision pair already importable is kept; else the tested pair is installed
+	$(PY) -c "import torch, torchvision.ops" 2>/dev/null || \
+		$(PY) -m pip install -q "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
+	# fastreid 1.4.0 pins torch 1.13: --no-deps, its real needs are in setup.cfg, fastreid_gan.compat adapts it
+	$(PY) -m pip install -q --no-deps "fastreid==1.4.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: venv
+	$(PY) tools/demo.py --output-dir logs/demo
+
+test: venv
+	$(PY) -m pytest tests -q -p no:cacheprovider --timeout=900
+
+bench: venv
+	$(PY) benchmarks/eval_bench.py
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf logs build *.egg-info

@@ -1,0 +1,310 @@
+"""Targeted fixes that make fastreid 1.4.0 (PyPI) work on Python 3.11, PyTorch 2.x and NumPy 2, and on CPU.
+
+Importing :mod:`fastreid_gan` calls :func:`apply` before anything else imports fastreid.  Every fix is
+small, idempotent, replaces one attribute of one fastreid module (nothing in site-packages is edited)
+and has a test in ``tests/test_compat.py`` that fails without it.  ``docs/compat.md`` lists them.
+
+=========================  ====================================================================
+fix                        what breaks in fastreid 1.4.0
+=========================  ====================================================================
+import shims               ``collections.Mapping`` (gone in Python 3.10), ``torch._six`` (gone in torch 2)
+contiguous optimizer       ``ContiguousParams`` + ``zero_grad(set_to_none=True)`` (torch 2 default):
+                           gradients land in fresh tensors, ``optimizer.step()`` updates nothing
+CPU data loader            ``DataLoaderX`` creates CUDA streams unconditionally
+CPU DDP                    ``DefaultTrainer`` passes ``device_ids=[rank]`` even for CPU models (gloo)
+in-place normalisation     ``Baseline.preprocess_image`` normalises the caller's tensor in place
+AMP                        ``AMPTrainer`` uses deprecated ``torch.cuda.amp`` and asserts CUDA
+EVAL_PERIOD 0              ``EvalHook.after_train`` computes ``epoch % 0``
+Cython ranker              the evaluator runs ``make`` in site-packages and ``sys.exit(1)`` on failure
+torch.load                 torch >= 2.6 defaults to ``weights_only=True``: fastreid checkpoints with
+                           numpy scalars (``metric``) no longer load
+unreadable image           PIL's error does not always say which dataset file failed
+=========================  ====================================================================
+"""
+from __future__ import annotations
+
+import collections
+import collections.abc
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any, Optional
+
+logger = logging.getLogger(__name__)
+
+_APPLIED = False
+
+
+def _install_import_shims() -> None:
+    for name in ("Mapping", "MutableMapping", "Sequence", "Iterable", "Callable"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+    if "torch._six" not in sys.modules:
+        import torch
+
+        six = types.ModuleType("torch._six")
+        six.string_classes = (str, bytes)
+        six.int_classes = (int,)
+        six.container_abcs = collections.abc
+        six.inf = float("inf")
+        sys.modules["torch._six"] = six
+        torch._six = six
+
+
+def _fix_optimizer_builder() -> None:
+    import fastreid.engine.defaults as defaults
+    import fastreid.solver as solver
+    import fastreid.solver.build as solver_build
+
+    original = solver_build.build_optimizer
+    if getattr(original, "_fastreid_gan_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def build_optimizer(cfg, model, contiguous: bool = False):
+        # contiguous=True silently disables training on torch 2: never use it.
+        return original(cfg, model, contiguous=False)
+
+    build_optimizer._fastreid_gan_fixed = True
+    for module in (solver_build, solver, defaults):
+        module.build_optimizer = build_optimizer
+
+
+class _CPUSafeDataLoader:
+    """Factory standing in for ``DataLoaderX``: the CUDA-stream prefetcher only when CUDA exists."""
+
+    def __new__(cls, local_rank: int, **kwargs: Any):
+        import torch
+        from torch.utils.data import DataLoader
+
+        if torch.cuda.is_available():
+            return _ORIGINAL["DataLoaderX"](local_rank, **kwargs)
+        return DataLoader(**kwargs)
+
+
+_ORIGINAL: dict = {}
+
+
+def _fix_data_loader() -> None:
+    import fastreid.data.build as data_build
+    import fastreid.data.data_utils as data_utils
+
+    if data_build.DataLoaderX is _CPUSafeDataLoader:
+        return
+    _ORIGINAL["DataLoaderX"] = data_utils.DataLoaderX
+    data_build.DataLoaderX = _CPUSafeDataLoader
+
+
+def _cpu_safe_ddp(module, *args, device_ids=None, **kwargs):
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_cpu = next(module.parameters()).device.type == "cpu"
+    return DistributedDataParallel(module, *args, device_ids=None if on_cpu else device_ids, **kwargs)
+
+
+def _fix_trainer_ddp() -> None:
+    import fastreid.engine.defaults as defaults
+
+    defaults.DistributedDataParallel = _cpu_safe_ddp
+
+
+def _fix_preprocess_image() -> None:
+    import torch
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    def preprocess_image(self, batched_inputs):
+        """Normalise and batch the input images (a new tensor: the caller's batch is left untouched)."""
+        if isinstance(batched_inputs, dict):
+            images = batched_inputs["images"]
+        elif isinstance(batched_inputs, torch.Tensor):
+            images = batched_inputs
+        else:
+            raise TypeError(f"batched_inputs must be dict or torch.Tensor, got {type(batched_inputs)}")
+        return (images.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
+
+    Baseline.preprocess_image = preprocess_image
+
+
+def _fix_amp_trainer() -> None:
+    import time
+
+    import torch
+    import fastreid.engine.defaults as defaults
+    import fastreid.engine.train_loop as train_loop
+
+    class AMPTrainer(train_loop.SimpleTrainer):
+        """fastreid's AMPTrainer on ``torch.amp`` (CUDA only; the trainer turns AMP off on CPU)."""
+
+        def __init__(self, model, data_loader, optimizer, param_wrapper, grad_scaler=None):
+            super().__init__(model, data_loader, optimizer, param_wrapper)
+            self.grad_scaler = grad_scaler if grad_scaler is not None else torch.amp.GradScaler("cuda")
+
+        def run_step(self):
+            if not torch.cuda.is_available():
+                raise RuntimeError("SOLVER.AMP.ENABLED needs CUDA: set SOLVER.AMP.ENABLED False on CPU.")
+            start = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time = time.perf_counter() - start
+            with torch.autocast("cuda"):
+                loss_dict = self.model(data)
+                losses = sum(loss_dict.values())
+            self.optimizer.zero_grad()
+            self.grad_scaler.scale(losses).backward()
+            self._write_metrics(loss_dict, data_time)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+
+    train_loop.AMPTrainer = AMPTrainer
+    defaults.AMPTrainer = AMPTrainer
+
+
+def _fix_eval_hook() -> None:
+    from fastreid.engine.hooks import EvalHook
+
+    def after_train(self):
+        next_epoch = self.trainer.epoch + 1
+        periodic_done = self._period > 0 and next_epoch % self._period == 0
+        if not periodic_done and next_epoch >= self.trainer.max_epoch:
+            self._do_eval()
+        del self._func
+
+    EvalHook.after_train = after_train
+
+
+def _cython_cache_dir() -> Path:
+    root = os.environ.get("FASTREID_GAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "fastreid_gan"))
+    return Path(root) / "rank_cylib"
+
+
+def build_cython_ranker(cache_dir: Optional[Path] = None) -> Optional[types.ModuleType]:
+    """Compile fastreid's Cython ranker (``rank_cy.pyx``) into a cache folder and plug it into fastreid.
+
+    fastreid runs ``make`` inside site-packages and calls ``sys.exit(1)`` when that fails.  Here the
+    extension is built in a subprocess into ``cache_dir`` (default ``~/.cache/fastreid_gan/rank_cylib``,
+    or ``$FASTREID_GAN_CACHE``); on failure a warning is logged and fastreid keeps its Python ranker.
+    Returns the compiled module, or None.
+    """
+    import fastreid.evaluation.rank as rank
+    from fastreid.evaluation import rank_cylib
+
+    if getattr(rank, "IS_CYTHON_AVAI", False):
+        return sys.modules.get("fastreid.evaluation.rank_cylib.rank_cy")
+    source = Path(rank_cylib.__file__).with_name("rank_cy.pyx")
+    tag = hashlib.sha1(source.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    out_dir = Path(cache_dir) if cache_dir is not None else _cython_cache_dir() / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built = sorted(out_dir.glob("rank_cy*.so"))
+    if not built:
+        (out_dir / "rank_cy.pyx").write_bytes(source.read_bytes())
+        script = (
+            "import numpy, setuptools\n"
+            "from Cython.Build import cythonize\n"
+            "ext = setuptools.Extension('rank_cy', ['rank_cy.pyx'], include_dirs=[numpy.get_include()])\n"
+            "setuptools.setup(name='rank_cy', ext_modules=cythonize([ext], quiet=True),"
+            " script_args=['build_ext', '--inplace'])\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", script], cwd=out_dir, capture_output=True, text=True)
+        built = sorted(out_dir.glob("rank_cy*.so"))
+        if proc.returncode != 0 or not built:
+            logger.warning(
+                "Could not compile fastreid's Cython ranker in %s (fastreid falls back to its slow Python "
+                "ranker; fastreid_gan's evaluator does not need it):\n%s", out_dir, proc.stderr[-2000:]
+            )
+            return None
+    # Registered under fastreid's own name so that ``from .rank_cylib.rank_cy import evaluate_cy`` works.
+    name = "fastreid.evaluation.rank_cylib.rank_cy"
+    spec = importlib.util.spec_from_file_location(name, built[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    rank.evaluate_cy = module.evaluate_cy
+    rank.IS_CYTHON_AVAI = True
+    return module
+
+
+def _fix_cython_compile() -> None:
+    import fastreid.evaluation.rank_cylib as rank_cylib
+    import fastreid.evaluation.reid_evaluation as reid_evaluation
+
+    def compile_helper() -> None:
+        """Build the ranker without ``make`` in site-packages and without ``sys.exit`` on failure."""
+        build_cython_ranker()
+
+    def _compile_dependencies(self) -> None:
+        from fastreid.utils import comm
+
+        if comm.is_main_process():
+            build_cython_ranker()
+        comm.synchronize()
+
+    rank_cylib.compile_helper = compile_helper
+    reid_evaluation.compile_helper = compile_helper
+    reid_evaluation.ReidEvaluator._compile_dependencies = _compile_dependencies
+
+
+def _fix_checkpoint_loading() -> None:
+    import pickle
+
+    import torch
+    from fastreid.utils.checkpoint import Checkpointer
+
+    def _load_file(self, f: str):
+        try:
+            return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        except pickle.UnpicklingError:
+            # fastreid's own checkpoints hold numpy scalars (e.g. "metric"), which weights_only refuses.
+            logger.info("%s holds non-tensor objects; loading it with weights_only=False", f)
+            return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+
+    Checkpointer._load_file = _load_file
+
+
+class UnreadableImageError(OSError):
+    """An image file of a dataset could not be decoded."""
+
+
+def _fix_read_image() -> None:
+    import fastreid.data.common as common
+    import fastreid.data.data_utils as data_utils
+
+    original = data_utils.read_image
+    if getattr(original, "_fastreid_gan_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def read_image(file_name, format=None):
+        try:
+            return original(file_name, format)
+        except (OSError, ValueError) as exc:
+            raise UnreadableImageError(
+                f"Cannot read image {file_name!r}: {exc}. Re-download or delete the file (and its dataset "
+                f"folder, for a generated synthetic dataset) and run again."
+            ) from exc
+
+    read_image._fastreid_gan_fixed = True
+    data_utils.read_image = read_image
+    common.read_image = read_image
+
+
+def apply() -> None:
+    """Apply every fix once (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _install_import_shims()
+    _fix_optimizer_builder()
+    _fix_data_loader()
+    _fix_trainer_ddp()
+    _fix_preprocess_image()
+    _fix_amp_trainer()
+    _fix_eval_hook()
+    _fix_cython_compile()
+    _fix_checkpoint_loading()
+    _fix_read_image()
+    _APPLIED = True

@@ -1,0 +1,35 @@
+"""Evaluation: a faiss/BLAS drop-in for fastreid's ``ReidEvaluator`` with exact, bounded-memory ranking.
+
+``FaissReidEvaluator(cfg, num_query, output_dir)`` (alias ``ReidEvaluator``) has fastreid's constructor,
+``reset``/``process``/``evaluate`` and result keys.
+"""
+from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance
+from .faiss_search import build_index, faiss_gpu_available, knn_search
+from .query_expansion import aqe
+from .ranking import RankResult, evaluate_rank, evaluate_rank_features, rank_chunked
+from .reid_evaluator import FaissReidEvaluator, ReidEvaluator
+from .reranking import compute_jaccard_distance, re_ranking, rerank_distance
+from .roc import FPR_TARGETS, evaluate_roc_tpr, tpr_at_fpr_chunked
+
+__all__ = [
+    "FaissReidEvaluator",
+    "ReidEvaluator",
+    "RankResult",
+    "evaluate_rank",
+    "evaluate_rank_features",
+    "rank_chunked",
+    "evaluate_roc_tpr",
+    "tpr_at_fpr_chunked",
+    "FPR_TARGETS",
+    "re_ranking",
+    "compute_jaccard_distance",
+    "rerank_distance",
+    "aqe",
+    "build_index",
+    "knn_search",
+    "faiss_gpu_available",
+    "FeatureBlocks",
+    "FeatureDistance",
+    "TorchFeatureDistance",
+    "MatrixDistance",
+]

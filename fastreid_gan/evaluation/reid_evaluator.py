@@ -1,0 +1,207 @@
+"""``FaissReidEvaluator``: a drop-in for ``fastreid.evaluation.ReidEvaluator`` that needs no runtime Cython
+compile, runs on CPU (no hard-coded ``.cuda()`` for re-ranking), ranks in bounded memory and returns the same
+numbers under the same keys.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import time
+import warnings
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+with warnings.catch_warnings():
+    # Importing fastreid.evaluation warns that its Cython rankers are not compiled; they are not used here.
+    warnings.filterwarnings("ignore", message="Cython (rank|roc) evaluation")
+    from fastreid.evaluation.evaluator import DatasetEvaluator
+from fastreid.utils import comm
+
+from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance
+from .query_expansion import aqe
+from .ranking import DEFAULT_MEMORY_BUDGET_MB, _resolve_device, rank_chunked
+from .reranking import rerank_distance
+from .roc import FPR_TARGETS, roc_key, tpr_at_fpr_chunked
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FaissReidEvaluator", "ReidEvaluator"]
+
+_SLAB_BYTES = 64 * 2 ** 20  # features are copied into slabs of this size (>= glibc's mmap threshold cap)
+
+
+class _FeatureStore:
+    """Accumulates (features, pids, camids) batch by batch into large preallocated slabs.
+
+    Copying each batch into a slab lets the caller free its output tensor, keeps the GEMM operands large and
+    contiguous, and removes the need for fastreid's final ``torch.cat`` of everything (a second copy of the
+    whole gallery at evaluation time).
+    """
+
+    def __init__(self):
+        self.slabs: List[np.ndarray] = []
+        self.filled = 0        # rows used in the last slab
+        self.pids: List[np.ndarray] = []
+        self.camids: List[np.ndarray] = []
+        self.dim: Optional[int] = None
+
+    def add(self, feats: np.ndarray, pids: np.ndarray, camids: np.ndarray) -> None:
+        if feats.ndim != 2:
+            feats = feats.reshape(len(feats), -1)
+        if self.dim is None:
+            self.dim = feats.shape[1]
+        elif feats.shape[1] != self.dim:
+            raise ValueError(f"feature dim changed from {self.dim} to {feats.shape[1]}")
+        rows_per_slab = max(1, _SLAB_BYTES // (4 * self.dim))
+        i = 0
+        while i < len(feats):
+            if not self.slabs or self.filled == len(self.slabs[-1]):
+                self.slabs.append(np.empty((rows_per_slab, self.dim), np.float32))
+                self.filled = 0
+            slab = self.slabs[-1]
+            n = min(len(feats) - i, len(slab) - self.filled)
+            slab[self.filled:self.filled + n] = feats[i:i + n]
+            self.filled += n
+            i += n
+        self.pids.append(np.asarray(pids, np.int64).reshape(-1))
+        self.camids.append(np.asarray(camids, np.int64).reshape(-1))
+
+    def blocks(self) -> List[np.ndarray]:
+        if not self.slabs:
+            return []
+        return self.slabs[:-1] + [self.slabs[-1][:self.filled]]
+
+    def export(self) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+        """(feature blocks, pids, camids); the blocks are views (pickling sends only the filled rows)."""
+        cat = (lambda xs: np.concatenate(xs) if xs else np.empty(0, np.int64))
+        return self.blocks(), cat(self.pids), cat(self.camids)
+
+
+def _to_numpy(x, dtype=None) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if dtype is not None and x.is_floating_point():
+            x = x.to(torch.float32)
+        x = x.cpu().numpy()
+    return np.asarray(x) if dtype is None else np.asarray(x, dtype)
+
+
+class FaissReidEvaluator(DatasetEvaluator):
+    """Re-ID evaluator with fastreid's interface and results (``Rank-1/5/10``, ``mAP``, ``mINP``, ``metric``,
+    and ``TPR@FPR=...`` when ``cfg.TEST.ROC.ENABLED``; percentages except the TPRs, as in fastreid).
+
+    Honours ``cfg.TEST.METRIC`` (cosine | euclidean), ``cfg.TEST.AQE`` and ``cfg.TEST.RERANK``.
+    The first ``num_query`` processed samples are the queries, the rest the gallery (fastreid's convention).
+
+    Args:
+        cfg: a fastreid config node.
+        num_query: number of query samples.
+        output_dir: accepted for compatibility (unused, like in fastreid).
+        memory_budget_mb: bound for the (query chunk x gallery) distance block; default 256 MB.
+        device: ``None``/``"auto"`` (CUDA when torch sees it, else CPU), ``"cpu"`` or a CUDA device.
+        num_threads: CPU worker threads for the per-row sorts (default: the usable CPUs).
+    """
+
+    def __init__(self, cfg, num_query: int, output_dir: Optional[str] = None, *,
+                 memory_budget_mb: Optional[float] = None, device: Optional[Union[str, torch.device]] = None,
+                 num_threads: Optional[int] = None):
+        self.cfg = cfg
+        self._num_query = int(num_query)
+        self._output_dir = output_dir
+        self._cpu_device = torch.device("cpu")
+        self.memory_budget_mb = float(memory_budget_mb or DEFAULT_MEMORY_BUDGET_MB)
+        self.device = device
+        self.num_threads = num_threads
+        self._results: "OrderedDict[str, float]" = OrderedDict()
+        self.timings: Dict[str, float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._store = _FeatureStore()
+
+    def process(self, inputs: Dict, outputs: torch.Tensor) -> None:
+        """Store a batch: ``outputs`` (B, D) features, ``inputs["targets"]`` pids, ``inputs["camids"]``."""
+        feats = _to_numpy(outputs, np.float32)
+        self._store.add(feats, _to_numpy(inputs["targets"]), _to_numpy(inputs["camids"]))
+
+    def _gather(self) -> Optional[Tuple[FeatureBlocks, np.ndarray, np.ndarray]]:
+        if comm.get_world_size() > 1:
+            comm.synchronize()
+            parts = comm.gather(self._store.export(), dst=0)
+            if not comm.is_main_process():
+                return None
+            blocks = list(itertools.chain(*[p[0] for p in parts]))
+            pids = np.concatenate([p[1] for p in parts])
+            camids = np.concatenate([p[2] for p in parts])
+        else:
+            blocks, pids, camids = self._store.export()
+        return FeatureBlocks(blocks), pids, camids
+
+    def evaluate(self) -> "OrderedDict[str, float]":
+        gathered = self._gather()
+        if gathered is None:
+            return {}
+        feats, pids, camids = gathered
+        nq = self._num_query
+        if not 0 < nq < len(feats):
+            raise ValueError(f"num_query={nq} but {len(feats)} samples were processed")
+        t0 = time.perf_counter()
+        query, gallery = feats.slice(0, nq), feats.slice(nq, len(feats))
+        q_pids, g_pids = pids[:nq], pids[nq:]
+        q_camids, g_camids = camids[:nq], camids[nq:]
+        test = self.cfg.TEST
+        metric = test.METRIC
+        budget, threads = self.memory_budget_mb, self.num_threads
+
+        if test.AQE.ENABLED:
+            logger.info("Test with AQE setting")
+            qf, gf = aqe(query.to_array(), gallery.to_array(), test.AQE.QE_TIME, test.AQE.QE_K, test.AQE.ALPHA)
+            query, gallery = FeatureBlocks.from_array(qf), FeatureBlocks.from_array(gf)
+
+        dev = _resolve_device(self.device)
+        if dev is None:
+            provider = FeatureDistance(query, gallery, metric)
+        else:
+            provider = TorchFeatureDistance(query, gallery, metric, dev)
+
+        if test.RERANK.ENABLED:
+            logger.info("Test with rerank setting")
+            dist = np.empty((provider.num_query, provider.num_gallery), np.float32)
+            step = max(1, int(budget * 2 ** 20 // max(1, 4 * provider.num_gallery)))
+            for s in range(0, provider.num_query, step):
+                e = min(provider.num_query, s + step)
+                block = provider.chunk(s, e)
+                dist[s:e] = block.cpu().numpy() if isinstance(block, torch.Tensor) else block
+            dist = rerank_distance(query.to_array(), gallery.to_array(), dist, metric, test.RERANK.K1,
+                                   test.RERANK.K2, test.RERANK.LAMBDA)
+            provider = MatrixDistance(dist, None if dev is None else dev)
+
+        roc = bool(test.ROC.ENABLED)
+        res = rank_chunked(provider, q_pids, g_pids, q_camids, g_camids, 50, budget, threads, collect_roc=roc)
+        results: "OrderedDict[str, float]" = OrderedDict()
+        for r in (1, 5, 10):
+            results[f"Rank-{r}"] = float(res.cmc[r - 1] * 100)
+        results["mAP"] = res.mAP * 100
+        results["mINP"] = res.mINP * 100
+        results["metric"] = (res.mAP + float(res.cmc[0])) / 2 * 100
+        if roc:
+            tprs = tpr_at_fpr_chunked(provider, q_pids, g_pids, q_camids, g_camids, res.positive_dists,
+                                      res.num_negative_pairs, FPR_TARGETS, memory_budget_mb=budget,
+                                      num_threads=threads)
+            for fpr in FPR_TARGETS:
+                results[roc_key(fpr)] = tprs[fpr]
+        #: wall times of the last evaluate(): total, and the distance GEMMs inside the ranking pass
+        self.timings = {"evaluate_s": time.perf_counter() - t0, "gemm_s": res.extra.get("gemm_s", float("nan"))}
+        logger.info("Evaluated %d queries x %d gallery (%s, %s) in %.2f s (distance GEMMs %.2f s)", nq,
+                    len(feats) - nq, metric, "numpy/BLAS CPU" if dev is None else str(dev),
+                    self.timings["evaluate_s"], self.timings["gemm_s"])
+        self._results = results
+        return copy.deepcopy(results)
+
+
+#: fastreid's class name, for ``from fastreid_gan.evaluation import ReidEvaluator``.
+ReidEvaluator = FaissReidEvaluator

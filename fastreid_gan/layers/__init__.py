@@ -1,0 +1,38 @@
+"""Building blocks shared by the GAN re-id methods (DG-Net, FD-GAN, SPGAN)."""
+from .adain import AdaIN2d, adaptive_instance_norm
+from .blocks import (
+    ACTIVATIONS,
+    NORM_TYPES,
+    PAD_TYPES,
+    AdaINParams,
+    Conv2dBlock,
+    ResBlock,
+    ResBlocks,
+    make_activation,
+    make_norm,
+)
+from .discriminator import ConvSpec, MultiScaleDiscriminator, PatchDiscriminator
+from .image_pool import ImagePool
+from .init import INIT_TYPES, init_weights
+from .norms import LayerNorm2d
+
+__all__ = [
+    "ACTIVATIONS",
+    "NORM_TYPES",
+    "PAD_TYPES",
+    "INIT_TYPES",
+    "AdaIN2d",
+    "AdaINParams",
+    "Conv2dBlock",
+    "ConvSpec",
+    "ImagePool",
+    "LayerNorm2d",
+    "MultiScaleDiscriminator",
+    "PatchDiscriminator",
+    "ResBlock",
+    "ResBlocks",
+    "adaptive_instance_norm",
+    "init_weights",
+    "make_activation",
+    "make_norm",
+]

@@ -1,0 +1,5 @@
+"""DG-Net (Zheng et al., CVPR 2019) for fastreid: importing this package registers the ``DGNet`` meta-architecture."""
+from .config import add_dgnet_config
+from .dgnet import DGNet
+
+__all__ = ["add_dgnet_config", "DGNet"]

@@ -1,0 +1,199 @@
+"""DG-Net appearance encoder E_a with its two re-id heads (paper Sec. 3.2, 4.1 (i); published ``ft_netAB``)."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+import fastreid_gan  # noqa: F401  (applies the fastreid 1.4.0 compatibility fixes before fastreid is imported)
+from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet, model_urls
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassifierHead", "AppearanceEncoder", "load_imagenet_resnet"]
+
+_DEPTHS: Dict[str, Tuple[type, List[int]]] = {
+    "18x": (BasicBlock, [2, 2, 2, 2]),
+    "34x": (BasicBlock, [3, 4, 6, 3]),
+    "50x": (Bottleneck, [3, 4, 6, 3]),
+    "101x": (Bottleneck, [3, 4, 23, 3]),
+}
+
+
+def _depth_key(depth: Union[int, str]) -> str:
+    key = f"{depth}x" if isinstance(depth, int) or not str(depth).endswith("x") else str(depth)
+    if key not in _DEPTHS:
+        raise ValueError(f"unsupported ResNet depth {depth!r}; expected one of {sorted(_DEPTHS)}")
+    return key
+
+
+class ClassifierHead(nn.Module):
+    """Published ``ClassBlock``: Linear(in -> bottleneck) -> BatchNorm1d -> Dropout -> Linear(-> classes), no ReLU.
+
+    Sub-modules: ``fc``, ``bn``, ``dropout``, ``classifier``. Forward: (B, in_dim) -> (bottleneck after BN, logits).
+    Init as published: ``fc`` He normal (fan_out), ``classifier`` N(0, 0.001), biases 0, BN weight 1 / bias 0.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, bottleneck_dim: int = 512, dropout: float = 0.5) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError("num_classes must be >= 1")
+        self.fc = nn.Linear(in_dim, bottleneck_dim)
+        self.bn = nn.BatchNorm1d(bottleneck_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(bottleneck_dim, num_classes)
+        nn.init.kaiming_normal_(self.fc.weight, a=0, mode="fan_out")
+        nn.init.zeros_(self.fc.bias)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # noqa: D102
+        bottleneck = self.bn(self.fc(x))
+        return bottleneck, self.classifier(self.dropout(bottleneck))
+
+
+def _find_cached_weights(depth_key: str) -> Optional[str]:
+    """A torchvision ImageNet checkpoint for ``depth_key`` already in the torch cache, if any (no download)."""
+    torch_home = os.path.expanduser(
+        os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    )
+    dirs = [os.path.join(torch_home, "checkpoints"), os.path.join(torch_home, "hub", "checkpoints")]
+    names = [model_urls[depth_key].rsplit("/", 1)[-1], f"resnet{depth_key[:-1]}-*.pth"]
+    for d in dirs:
+        for n in names:
+            hits = sorted(glob.glob(os.path.join(d, n)))
+            if hits:
+                return hits[0]
+    return None
+
+
+def load_imagenet_resnet(backbone: nn.Module, path: str) -> None:
+    """Load a torchvision-layout ResNet state dict (ImageNet weights) into ``backbone`` (a fastreid ``ResNet``).
+
+    Accepts a bare state dict or one under ``state_dict`` / ``model``, with or without a ``module.`` /
+    ``backbone.`` / ``model.`` prefix; the classifier ``fc.*`` is ignored. Every backbone key must be present
+    (a clear error otherwise); other extra keys are logged.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ImageNet weights for the appearance encoder not found: {path!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    wanted = backbone.state_dict()
+    best_prefix, best_hits = "", -1
+    for prefix in ("", "module.", "backbone.", "module.backbone.", "model.", "module.model."):
+        hits = sum(1 for k in wanted if prefix + k in state)
+        if hits > best_hits:
+            best_prefix, best_hits = prefix, hits
+    picked = {k: state[best_prefix + k] for k in wanted if best_prefix + k in state}
+    missing = [k for k in wanted if k not in picked]
+    if missing:
+        raise ValueError(
+            f"{path} is not a ResNet checkpoint matching this backbone: {len(missing)} keys missing, "
+            f"e.g. {missing[:5]}"
+        )
+    bad = [k for k, v in picked.items() if tuple(v.shape) != tuple(wanted[k].shape)]
+    if bad:
+        raise ValueError(f"{path}: shape mismatch for {bad[:5]} (wrong depth?)")
+    backbone.load_state_dict(picked, strict=True)
+    extra = [k for k in state if not k.startswith(best_prefix) or
+             (k[len(best_prefix):] not in picked and not k[len(best_prefix):].startswith("fc."))]
+    logger.info("Loaded ImageNet weights from %s (%d tensors)%s", path, len(picked),
+                f"; ignored {len(extra)} other keys" if extra else "")
+
+
+class AppearanceEncoder(nn.Module):
+    """E_a: ResNet (layer4 stride ``last_stride``) -> appearance code + two re-id heads.
+
+    - ``appearance``: layer4 map adaptive-MAX-pooled to (``parts``, 1), flattened channel-major
+      (index = channel * parts + part): 2048 x 4 = 8192 for ResNet-50 (Sec. 4.1 (i)). Detached by default, as
+      the published ``ft_netAB`` does (no generation loss updates E_a through the code); pass
+      ``detach_appearance=False`` to let gradients flow.
+    - ``pooled``: layer4 map adaptive-MAX-pooled to (1, 1), (B, C).
+    - ``head_prim`` (f_prim, dropout 0.5) and ``head_fine`` (f_fine, dropout 0.75): :class:`ClassifierHead` on
+      ``pooled``; ``bottleneck_*`` (B, 512) after BN, ``logits_*`` (B, num_classes).
+
+    The backbone is fastreid's ``ResNet`` (sub-module ``backbone``; keys match torchvision's). With
+    ``torchvision_stem=True`` its stem max-pool is torchvision's (3x3, stride 2, padding 1) rather than fastreid's
+    (3x3, stride 2, no padding, ceil mode): the published model and the ImageNet weights use torchvision's, and
+    the two are not numerically equal.
+
+    Args:
+        num_classes: identities (751 for Market-1501).
+        depth: 18 / 34 / 50 / 101 (or "50x"); published 50. 18 gives a CPU-sized variant (512 x 4 code).
+        last_stride: layer4 stride (published 1: 16x8 map at 256x128).
+        parts: horizontal parts of the appearance code (4).
+        bottleneck_dim: head width (512).
+        dropout_prim, dropout_fine: head dropouts (0.5, 0.75).
+        bn_norm: fastreid norm name for the backbone ("BN", "syncBN", ...).
+        pretrain: load ImageNet weights (fastreid's MODEL.BACKBONE.PRETRAIN).
+        pretrain_path: file to load them from (MODEL.BACKBONE.PRETRAIN_PATH); if empty the torch cache is
+            searched for torchvision's file; nothing is downloaded. A missing file is a FileNotFoundError.
+        detach_appearance: detach the appearance code (published behaviour).
+        torchvision_stem: see above.
+    Forward: images (B, 3, H, W), already normalised -> dict with ``appearance``, ``pooled``, ``logits_prim``,
+    ``logits_fine``, ``bottleneck_prim``, ``bottleneck_fine``, ``feature_map`` (B, C, H/16, W/16).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        depth: Union[int, str] = 50,
+        last_stride: int = 1,
+        parts: int = 4,
+        bottleneck_dim: int = 512,
+        dropout_prim: float = 0.5,
+        dropout_fine: float = 0.75,
+        bn_norm: str = "BN",
+        pretrain: bool = False,
+        pretrain_path: str = "",
+        detach_appearance: bool = True,
+        torchvision_stem: bool = True,
+    ) -> None:
+        super().__init__()
+        key = _depth_key(depth)
+        block, layers = _DEPTHS[key]
+        self.backbone = ResNet(last_stride, bn_norm, False, False, False, block, layers, [0, 0, 0, 0])
+        if torchvision_stem:
+            self.backbone.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        if pretrain:
+            path = pretrain_path or _find_cached_weights(key)
+            if not path:
+                raise FileNotFoundError(
+                    f"pretrain=True but no pretrain_path was given and no torchvision ResNet-{key[:-1]} checkpoint "
+                    f"is in the torch cache; set MODEL.BACKBONE.PRETRAIN_PATH (e.g. to resnet{key[:-1]}-*.pth)"
+                )
+            load_imagenet_resnet(self.backbone, path)
+        self.out_channels = 512 * block.expansion
+        self.parts = parts
+        self.appearance_dim = self.out_channels * parts
+        self.detach_appearance = detach_appearance
+        self.part_pool = nn.AdaptiveMaxPool2d((parts, 1))
+        self.global_pool = nn.AdaptiveMaxPool2d((1, 1))
+        self.head_prim = ClassifierHead(self.out_channels, num_classes, bottleneck_dim, dropout_prim)
+        self.head_fine = ClassifierHead(self.out_channels, num_classes, bottleneck_dim, dropout_fine)
+
+    def forward(self, images: Tensor) -> Dict[str, Tensor]:  # noqa: D102
+        fmap = self.backbone(images)
+        appearance = self.part_pool(fmap).flatten(1)  # (B, C, parts, 1) -> index c * parts + p
+        if self.detach_appearance:
+            appearance = appearance.detach()
+        pooled = self.global_pool(fmap).flatten(1)
+        bottleneck_prim, logits_prim = self.head_prim(pooled)
+        bottleneck_fine, logits_fine = self.head_fine(pooled)
+        return {
+            "appearance": appearance,
+            "pooled": pooled,
+            "logits_prim": logits_prim,
+            "logits_fine": logits_fine,
+            "bottleneck_prim": bottleneck_prim,
+            "bottleneck_fine": bottleneck_fine,
+            "feature_map": fmap,
+        }

@@ -1,0 +1,123 @@
+"""DG-Net configuration keys (``MODEL.DGNET.*``) and its optimizer nodes (``SOLVER.GAN.OPTIMIZERS.GEN/DIS/ID``).
+
+Defaults are the published Market-1501 recipe (paper Sec. 3.3 / 4.1 and the authors' ``configs/latest.yaml``);
+every sub-network size is a key, so a CPU-sized variant (``projects/DGNet/configs/synthetic.yml``) is
+config-only.  The appearance encoder's ResNet is described by fastreid's own ``MODEL.BACKBONE.DEPTH /
+LAST_STRIDE / NORM / PRETRAIN / PRETRAIN_PATH`` keys, so the lead's pretrained-weights check applies to it.
+
+Loss weights are LossWeight specs: ``[v]`` constant, ``[v0, v1, start_iter, ramp_iters]`` linear ramp.
+Every DG-Net loss term is the published SUM over the two halves (x_a and x_b) of the batch, so the published
+weights apply unchanged (see :mod:`dgnet.dgnet`).
+"""
+from fastreid.config import CfgNode as CN
+
+from fastreid_gan.engine.config import optimizer_node
+
+__all__ = ["add_dgnet_config", "DGNET_LOSS_KEYS"]
+
+#: config key under MODEL.DGNET.LOSS_WEIGHTS -> loss name returned by the model
+DGNET_LOSS_KEYS = {
+    "RECON_X": "loss_recon_x",
+    "RECON_XP": "loss_recon_xp",
+    "ID": "loss_id",
+    "PID": "loss_pid",
+    "ID_CROSS": "loss_id_cross",
+    "ID_FINE": "loss_id_fine",
+    "RECON_F": "loss_recon_f",
+    "RECON_S": "loss_recon_s",
+    "RECON_X_CYC": "loss_recon_x_cyc",
+    "GAN_G": "loss_gan_g",
+    "PRIM": "loss_prim",
+    "FINE": "loss_fine",
+    "GAN_D": "loss_gan_d",
+    "R1": "loss_r1",
+}
+
+
+def add_dgnet_config(cfg: CN) -> None:
+    """Add DG-Net's keys (``MODEL.DGNET``) and its optimizer nodes to a fastreid config (idempotent)."""
+    _C = cfg
+    _C.MODEL.DGNET = CN()
+    d = _C.MODEL.DGNET
+
+    # ---- E_a: ResNet from MODEL.BACKBONE (DEPTH 50x, LAST_STRIDE 1 published) + two heads (Sec. 4.1 (i))
+    d.APPEARANCE = CN()
+    d.APPEARANCE.PARTS = 4  # appearance code = layer4 max-pooled to (PARTS, 1): 2048 x 4 for ResNet-50
+    d.APPEARANCE.BOTTLENECK_DIM = 512  # f_prim / f_fine width
+    d.APPEARANCE.DROPOUT_PRIM = 0.5
+    d.APPEARANCE.DROPOUT_FINE = 0.75
+    d.APPEARANCE.TORCHVISION_STEM = True  # max-pool with padding 1, as the published net and ImageNet weights
+
+    # ---- E_s (Table 6): 1x256x128 gray -> 128x64x32
+    d.STRUCTURE = CN()
+    d.STRUCTURE.WIDTHS = [16, 32, 32, 64]
+    d.STRUCTURE.STRIDES = [2, 1, 1, 2]  # total stride must equal 2 ** DECODER.N_UPSAMPLE
+    d.STRUCTURE.N_RES = 4
+    d.STRUCTURE.DIM = 128  # structure code channels = decoder input
+    d.STRUCTURE.ASPP = True
+    d.STRUCTURE.DILATIONS = [3, 6, 9]
+
+    # ---- G (Table 7): AdaIN ResBlocks fed by per-chunk MLPs of the appearance code
+    d.DECODER = CN()
+    d.DECODER.N_RES = 4
+    d.DECODER.N_UPSAMPLE = 2
+    d.DECODER.N_CHUNKS = 4
+    d.DECODER.MLP_DIM = 512
+    d.DECODER.MLP_LAYERS = 3
+    d.DECODER.DROPOUT = 0.0
+    d.GEN_INIT = "kaiming"
+
+    # ---- D (Table 8): multi-scale PatchGAN
+    d.DISCRIMINATOR = CN()
+    d.DISCRIMINATOR.N_SCALES = 3
+    d.DISCRIMINATOR.DIM = 32
+    d.DISCRIMINATOR.N_LAYER = 2
+    d.DISCRIMINATOR.N_RES = 4
+    d.DISCRIMINATOR.NORM = "none"
+    d.DISCRIMINATOR.INIT = "gaussian"
+
+    # ---- teacher (Eq. 8): a fastreid ID-loss baseline on the same training set
+    d.TEACHER = CN()
+    d.TEACHER.CONFIG = ""  # its fastreid config file (e.g. configs/Market1501/baseline_R50.yml)
+    d.TEACHER.WEIGHTS = ""  # its checkpoint (model_final.pth)
+
+    # ---- loss weights (Eq. 10, published latest.yaml; each term sums the x_a and x_b halves)
+    w = d.LOSS_WEIGHTS = CN()
+    w.RECON_X = [5.0]  # lambda_img, Eq. 1
+    w.RECON_XP = [5.0]  # lambda_img, Eq. 2
+    w.ID = [1.0]  # Eq. 3 on real x_a, x_b (primary head)
+    w.PID = [1.0]  # Eq. 3 on the same-id positives (published pid_w)
+    w.ID_CROSS = [0.5]  # lambda_id, Eq. 6 (published recon_id_w, frozen E_a on x_ba)
+    # published warm-up: +warm_scale (0.0005) per iteration after warm_iter (30K) up to max_w / max_cyc_w
+    w.RECON_F = [0.0, 1.0, 30000, 2000]  # Eq. 4
+    w.RECON_S = [0.0, 1.0, 30000, 2000]  # Eq. 5
+    w.RECON_X_CYC = [0.0, 2.0, 30000, 4000]  # published cycle reconstruction (not in the paper)
+    w.GAN_G = [1.0]  # Eq. 7, generator side
+    w.PRIM = [0.0, 2.0, 30000, 4000]  # lambda_prim, Eq. 8 (teacher_w x T_w)
+    w.FINE = [0.0, 0.4, 30000, 4000]  # lambda_fine = 0.2 lambda_prim, Eq. 9 (teacher_w x B_w)
+    w.ID_FINE = [0.0, 0.4, 30000, 4000]  # published: fine head also learns real ids with weight teacher_w x B_w
+    w.GAN_D = [1.0]  # Eq. 7, discriminator side
+    w.R1 = [0.01]  # published LAMBDA of the R1 "gradient punishment" (Sec. 4.1 (iv))
+
+    d.ERASING_PROB = 0.5  # random erasing on the ID-path inputs only
+    d.ENCODER_AGAIN_PROB = 0.5  # published use_encoder_again: Eq. 5 trains E_s (input fixed) vs. G (E_s frozen)
+    d.TEST_FINE_WEIGHT = 0.5  # test feature = [f_prim / |f_prim|, w * f_fine / |f_fine|]
+
+    # ---- optimizers (Sec. 4.1 (v)); a node already set by another project is left alone
+    gan = _C.SOLVER.GAN
+    if "OPTIMIZERS" not in gan:  # the engine's keys are added first by get_cfg(); be safe standalone
+        gan.OPTIMIZERS = CN(new_allowed=True)
+    steps = (60000, 90000, 105000)
+    nodes = {
+        "GEN": optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999), weight_decay=5e-4,
+                              sched="multistep", steps=steps, gamma=0.1),
+        "DIS": optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999), weight_decay=5e-4,
+                              sched="multistep", steps=steps, gamma=0.1),
+        # backbone 0.002, both heads x10 = 0.02 (published id_opt)
+        "ID": optimizer_node(name="SGD", base_lr=0.002, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                             lr_factors=("head_prim=10", "head_fine=10"), sched="multistep", steps=steps,
+                             gamma=0.1),
+    }
+    for name, node in nodes.items():
+        if name not in gan.OPTIMIZERS:
+            gan.OPTIMIZERS[name] = node
