@@ -124,7 +124,6 @@ def _peak_mb(resettable: bool) -> float:
 
 def child(cfg_json: str) -> None:
     conf = json.loads(cfg_json)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -136,9 +135,10 @@ def child(cfg_json: str) -> None:
     cfg = get_cfg()
     cfg.TEST.METRIC = conf["metric"]
     if conf["impl"] == "fastreid":
-        from fastreid_gan.evaluation.fastreid_cython import build_fastreid_cython, patch_fastreid_cython
+        from fastreid_gan.compat import build_cython_ranker
 
-        patch_fastreid_cython(build_fastreid_cython(conf["cython_cache"], modules=("rank_cy",)))
+        if build_cython_ranker(Path(conf["cython_cache"])) is None:
+            raise SystemExit("fastreid's Cython ranker did not compile: the comparison would be unfair")
         from fastreid.evaluation.reid_evaluation import ReidEvaluator
 
         evaluator = ReidEvaluator(cfg, conf["num_query"])
@@ -217,12 +217,12 @@ def main(argv: List[str] = None) -> int:
     cache = out_dir / "cython_cache"
     impls = ["faiss"] if args.skip_fastreid else ["fastreid", "faiss"]
     if "fastreid" in impls:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         import fastreid_gan  # noqa: F401
-        from fastreid_gan.evaluation.fastreid_cython import build_fastreid_cython
+        from fastreid_gan.compat import build_cython_ranker
 
         t = time.perf_counter()
-        build_fastreid_cython(cache, modules=("rank_cy",))
+        if build_cython_ranker(cache) is None:
+            raise SystemExit("fastreid's Cython ranker did not compile: the comparison would be unfair")
         print(f"fastreid Cython ranker ready in {cache} ({time.perf_counter() - t:.1f} s)", flush=True)
 
     sizes = [("market", 1)] + ([] if args.skip_10x else [("10x", 10)])

@@ -129,8 +129,6 @@ def test_registered_and_sub_networks(model):
 
 
 def test_loss_weights_follow_the_published_schedule():
-    cfg = get_cfg()
-    cfg.MODEL.HEADS.NUM_CLASSES = NUM_CLASSES
     weights = {k: LossWeight.from_spec(v) for k, v in DGNet.from_config(tiny_cfg())["loss_weights"].items()}
     prim, fine = weights["loss_prim"], weights["loss_fine"]
     assert prim(0) == 0 and prim(29999) == 0 and prim(30000) == 0
@@ -254,6 +252,21 @@ def test_eval_forward_changes_no_state(model):
     assert before.keys() == after.keys()
     for k in before:
         assert torch.equal(before[k], after[k]), k
+
+
+def test_default_predictor_loads_a_checkpoint(model, tmp_path):
+    from fastreid.engine.defaults import DefaultPredictor
+
+    model.eval()
+    weights = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict(), "iteration": 0}, str(weights))
+    cfg = tiny_cfg()
+    cfg.MODEL.WEIGHTS = str(weights)
+    predictor = DefaultPredictor(cfg)  # no teacher needed for inference
+    images = make_batch()["images"]
+    with torch.no_grad():
+        expected = model(images)
+    assert torch.allclose(predictor(images), expected, atol=1e-5)
 
 
 def test_public_methods_shapes(model):

@@ -31,23 +31,25 @@ from fastreid_gan.evaluation import reid_evaluator as reid_evaluator_mod  # noqa
 from fastreid_gan.evaluation.ranking import _ChunkRanker  # noqa: E402
 
 ATOL = 1e-6
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Cython .* evaluation"),  # fastreid's import-time notice (rankers unused)
+    pytest.mark.filterwarnings("ignore:This overload of addmm_ is deprecated"),  # fastreid's euclidean distance
+]
 
 
 # ------------------------------------------------------------------------------------------------ fixtures/helpers
 @pytest.fixture(scope="session")
 def cython_rank():
     """fastreid's Cython ranker compiled into the user cache (once), patched into fastreid; None if unavailable."""
-    from fastreid_gan.evaluation.fastreid_cython import build_fastreid_cython, patch_fastreid_cython
+    from fastreid_gan.compat import build_cython_ranker
 
     saved = (fr_rank.IS_CYTHON_AVAI, getattr(fr_rank, "evaluate_cy", None))
-    try:
-        mods = build_fastreid_cython(modules=("rank_cy",))
-    except Exception as e:  # no compiler / Cython: the pure-Python comparisons still run
-        warnings.warn(f"could not compile fastreid's rank_cy: {e}")
+    module = build_cython_ranker()
+    if module is None:  # no compiler / Cython: the pure-Python comparisons still run
+        warnings.warn("could not compile fastreid's rank_cy")
         yield None
         return
-    patch_fastreid_cython(mods)
-    yield mods["rank_cy"]
+    yield module
     fr_rank.IS_CYTHON_AVAI = saved[0]
     if saved[1] is not None:
         fr_rank.evaluate_cy = saved[1]
@@ -299,3 +301,38 @@ def test_evaluator_slabs_alias_and_reset(monkeypatch):
     assert many == pytest.approx(one_slab, abs=1e-9)
     assert ev.evaluate() == pytest.approx(many, abs=1e-12)   # evaluate() can be called again
     assert _feed(ev, feats, pids, cams) == pytest.approx(one_slab, abs=1e-9)  # reset() clears the store
+
+
+def _distributed_worker(out_path: str) -> None:
+    import json
+
+    from fastreid.config import get_cfg
+    from fastreid.utils import comm
+
+    feats, pids, cams, nq = _split(4)
+    rank, world = comm.get_rank(), comm.get_world_size()
+    # Contiguous shares in rank order, as fastreid's InferenceSampler hands them out.
+    per = (len(feats) + world - 1) // world
+    lo, hi = rank * per, min(len(feats), (rank + 1) * per)
+    ev = FaissReidEvaluator(get_cfg(), nq)
+    res = _feed(ev, feats[lo:hi], pids[lo:hi], cams[lo:hi])
+    if comm.is_main_process():
+        with open(out_path, "w") as f:
+            json.dump(res, f)
+    else:
+        assert res == {}
+
+
+def test_evaluator_gathers_across_gloo_processes(tmp_path, monkeypatch):
+    import json
+
+    from fastreid.config import get_cfg
+
+    from fastreid_gan.engine import launch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = str(tmp_path / "res.json")
+    launch(_distributed_worker, 2, dist_url="auto", args=(out,))
+    feats, pids, cams, nq = _split(4)
+    single = _feed(FaissReidEvaluator(get_cfg(), nq), feats, pids, cams)
+    assert json.load(open(out)) == pytest.approx(dict(single), abs=1e-9)

@@ -31,7 +31,7 @@ from fastreid_gan.data.synthetic import (
 )
 from fastreid_gan.data.synthetic import skeleton as sk
 from fastreid_gan.data.synthetic.scene import camera_view, make_panorama
-from fastreid_gan.data.synthetic.writer import _Context, render_spec
+from fastreid_gan.data.synthetic.writer import RenderContext, render_spec
 
 NAME_RE = re.compile(r"^(-1|\d{4})_c(\d)s1_(\d{6})_00\.jpg$")
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
@@ -188,8 +188,8 @@ def test_identities_depend_only_on_seed_domain_pid():
     assert sample_identity(market, 5, 0) != sample_identity(market, 6, 0)
     # one image renders identically whatever else is generated around it
     spec = plan_dataset(market, get_preset("tiny"), 0)[3]
-    a = render_spec(spec, _Context(market, 0, 128, 64))[0].image
-    b = render_spec(spec, _Context(market, 0, 128, 64))[0].image
+    a = render_spec(spec, RenderContext(market, 0, 128, 64))[0].image
+    b = render_spec(spec, RenderContext(market, 0, 128, 64))[0].image
     assert np.array_equal(a, b)
 
 

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .distance import DistanceProvider, FeatureDistance, MatrixDistance, TorchFeatureDistance, rows_for_budget
+from .distance import DistanceProvider, FeatureDistance, MatrixDistance, TorchFeatureDistance, empty_f32, \
+    rows_for_budget
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ def rank_chunked(provider: DistanceProvider, q_pids, g_pids, q_camids, g_camids,
     num_neg = 0
     buf = None
     if provider.kind != "torch" and Q:
-        buf = np.empty((min(ranker.chunk_rows, Q), G), np.float32)
+        buf = empty_f32(min(ranker.chunk_rows, Q), G)
 
     t_start = time.perf_counter()
     for start, stop in ranker.chunks():

@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     from fastreid.evaluation.evaluator import DatasetEvaluator
 from fastreid.utils import comm
 
-from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance
+from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance, empty_f32
 from .query_expansion import aqe
 from .ranking import DEFAULT_MEMORY_BUDGET_MB, _resolve_device, rank_chunked
 from .reranking import rerank_distance
@@ -60,7 +60,7 @@ class _FeatureStore:
         i = 0
         while i < len(feats):
             if not self.slabs or self.filled == len(self.slabs[-1]):
-                self.slabs.append(np.empty((rows_per_slab, self.dim), np.float32))
+                self.slabs.append(empty_f32(rows_per_slab, self.dim))
                 self.filled = 0
             slab = self.slabs[-1]
             n = min(len(feats) - i, len(slab) - self.filled)
@@ -170,7 +170,7 @@ class FaissReidEvaluator(DatasetEvaluator):
 
         if test.RERANK.ENABLED:
             logger.info("Test with rerank setting")
-            dist = np.empty((provider.num_query, provider.num_gallery), np.float32)
+            dist = empty_f32(provider.num_query, provider.num_gallery)
             step = max(1, int(budget * 2 ** 20 // max(1, 4 * provider.num_gallery)))
             for s in range(0, provider.num_query, step):
                 e = min(provider.num_query, s + step)

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .distance import DistanceProvider, MatrixDistance
+from .distance import DistanceProvider, MatrixDistance, empty_f32
 from .ranking import DEFAULT_MEMORY_BUDGET_MB, _as_1d_int, _ChunkRanker, _window_hist
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _count_negatives(ranker: _ChunkRanker, window_asc: np.ndarray) -> np.ndarray
     total = np.zeros((2, len(window_asc)), np.int64)
     buf = None
     if ranker.provider.kind != "torch":
-        buf = np.empty((min(ranker.chunk_rows, ranker.Q), ranker.G), np.float32)
+        buf = empty_f32(min(ranker.chunk_rows, ranker.Q), ranker.G)
     for start, stop in ranker.chunks():
         D, P, valid, same_cam, T, _, _, hist = ranker.run_chunk(start, stop, buf, window=window_asc)
         total += hist

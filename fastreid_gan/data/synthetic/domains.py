@@ -138,7 +138,6 @@ class Camera:
     light_dir: float                    # -1..1, where the light comes from horizontally
     facing_weights: Tuple[float, float, float, float]   # front, right, back, left
     scale_range: Tuple[float, float]    # person height as a fraction of the image height
-    scene_seed: int
 
 
 def make_camera(domain: Domain, index: int, seed: int) -> Camera:
@@ -166,5 +165,4 @@ def make_camera(domain: Domain, index: int, seed: int) -> Camera:
         light_dir=float(rng.uniform(-1.0, 1.0)),
         facing_weights=tuple(float(w) for w in weights),  # type: ignore[arg-type]
         scale_range=(lo, lo + float(rng.uniform(0.05, 0.09))),
-        scene_seed=int(rng.integers(0, 2**31 - 1)),
     )

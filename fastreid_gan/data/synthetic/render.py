@@ -7,7 +7,7 @@ behind a body part that is nearer the camera (e.g. the face when the person face
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -58,7 +58,7 @@ class Structure:
             "facing": self.facing, "yaw": round(self.yaw, 2), "phase": round(self.phase, 3),
             "position": [round(self.cx, 4), round(self.feet, 4)], "scale": round(self.scale, 4),
             "background": [round(v, 4) for v in self.background], "occluder": self.occluder,
-            "exposure": round(self.exposure, 4), "person": self.person,
+            "exposure": round(self.exposure, 4), "person_drawn": self.person,
         }
 
 
@@ -96,7 +96,6 @@ class Rendered:
     person_mask: np.ndarray      # (H, W) bool, body pixels not hidden by an occluder
     labels: np.ndarray           # (H, W) uint8 part-group labels before occlusion
     occluder_mask: np.ndarray    # (H, W) bool
-    info: Dict[str, object] = field(default_factory=dict)
 
 
 class _Canvas:

@@ -1,4 +1,4 @@
-"""Backgrounds (one cluttered scene per camera, cropped differently per image) and foreground occluders."""
+"""Backgrounds (one street per domain, each camera watching a stretch of it, each image a crop) and occluders."""
 from __future__ import annotations
 
 from typing import Tuple

@@ -125,8 +125,8 @@ def plan_dataset(domain: Domain, preset: Preset, seed: int = 0) -> List[ImageSpe
     return specs
 
 
-class _Context:
-    """Caches shared by all images of one dataset: identities, cameras and their scenes."""
+class RenderContext:
+    """What all images of one dataset share: identities (cached), cameras and the scenery they see."""
 
     def __init__(self, domain: Domain, seed: int, height: int, width: int) -> None:
         self.domain, self.seed, self.height, self.width = domain, seed, height, width
@@ -136,13 +136,14 @@ class _Context:
         self._identities: Dict[Tuple[int, int], Identity] = {}
 
     def identity(self, pid: int, stream: int) -> Identity:
+        """Identity ``pid`` of seed stream ``stream`` (sampled once)."""
         key = (stream, pid)
         if key not in self._identities:
             self._identities[key] = sample_identity(self.domain, pid, self.seed, stream)
         return self._identities[key]
 
 
-def sample_image_structure(spec: ImageSpec, ctx: _Context, identity: Optional[Identity]) -> Structure:
+def sample_image_structure(spec: ImageSpec, ctx: RenderContext, identity: Optional[Identity]) -> Structure:
     """The structure of one image: tracklet-consistent facing and phase, then per-image jitter."""
     camera = ctx.cameras[spec.cam]
     code = ctx.domain.code
@@ -170,7 +171,7 @@ def sample_image_structure(spec: ImageSpec, ctx: _Context, identity: Optional[Id
     return st
 
 
-def render_spec(spec: ImageSpec, ctx: _Context) -> Tuple[Rendered, Structure]:
+def render_spec(spec: ImageSpec, ctx: RenderContext) -> Tuple[Rendered, Structure]:
     """Render the image of ``spec``."""
     identity = ctx.identity(spec.person, spec.stream) if spec.person >= 0 else None
     st = sample_image_structure(spec, ctx, identity)
@@ -199,7 +200,7 @@ def _write_into(out_dir: Path, domain: Domain, preset: Preset, seed: int, height
     assert len(set(names)) == len(names), "file names must be unique across splits"
     for d in list(SPLIT_DIRS.values()) + [POSES_DIR]:
         (out_dir / d).mkdir(parents=True, exist_ok=True)
-    ctx = _Context(domain, seed, height, width)
+    ctx = RenderContext(domain, seed, height, width)
     images: Dict[str, object] = {}
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     for i, spec in enumerate(specs):

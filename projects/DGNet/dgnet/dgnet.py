@@ -85,6 +85,7 @@ class DGNet(GANMetaArch):
         encoder_again_prob: float = 0.5,
         test_fine_weight: float = 0.5,
         teacher_loader: Optional[Callable[[], Teacher]] = None,
+        channels_last: bool = False,
     ) -> None:
         """
         Args:
@@ -96,6 +97,7 @@ class DGNet(GANMetaArch):
                 E_s (else the frozen E_s on the live image), the published ``use_encoder_again``.
             test_fine_weight: weight of the L2-normalised f_fine half of the test feature.
             teacher_loader: builds the frozen teacher (called once, lazily); None = no teacher.
+            channels_last: keep conv weights and activations in NHWC (faster oneDNN/cuDNN convolutions).
         """
         super().__init__()
         self.gen = gen
@@ -108,6 +110,9 @@ class DGNet(GANMetaArch):
         self.encoder_again_prob = float(encoder_again_prob)
         self.test_fine_weight = float(test_fine_weight)
         self._teacher_loader = teacher_loader
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         # kept out of the module tree on purpose: not in state_dict(), not switched by .train(), not trained
         self.__dict__["_teacher"] = None
         prim = self._loss_weights.get("loss_prim")
@@ -184,6 +189,7 @@ class DGNet(GANMetaArch):
             "encoder_again_prob": d.ENCODER_AGAIN_PROB,
             "test_fine_weight": d.TEST_FINE_WEIGHT,
             "teacher_loader": functools.partial(build_teacher, frozen_cfg, num_classes),
+            "channels_last": d.CHANNELS_LAST,
         }
 
     # ------------------------------------------------------------------ GANMetaArch interface
@@ -217,7 +223,8 @@ class DGNet(GANMetaArch):
     # ------------------------------------------------------------------ public helpers (0..255 images)
     def normalize(self, images: Tensor) -> Tensor:
         """0..255 RGB -> normalised; a new tensor (the caller's batch is never modified)."""
-        return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+        x = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+        return x.contiguous(memory_format=self.memory_format)
 
     def denormalize(self, images: Tensor) -> Tensor:
         """Normalised -> 0..255 (not clamped)."""
