@@ -269,6 +269,22 @@ def test_default_predictor_loads_a_checkpoint(model, tmp_path):
     assert torch.allclose(predictor(images), expected, atol=1e-5)
 
 
+def test_channels_last_gives_the_same_model(model):
+    cfg = tiny_cfg()
+    cfg.MODEL.DGNET.CHANNELS_LAST = True
+    nhwc = build_model(cfg)
+    nhwc.load_state_dict(model.state_dict())
+    conv = nhwc.id.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    model.eval()
+    nhwc.eval()
+    images = make_batch()["images"]
+    with torch.no_grad():
+        assert torch.allclose(nhwc(images), model(images), atol=1e-4)
+        s, a = model.encode_structure(images), model.encode_appearance(images)
+        assert torch.allclose(nhwc.decode(s, a), model.decode(s, a), atol=1e-2)  # 0..255 scale
+
+
 def test_public_methods_shapes(model):
     model.eval()
     images = make_batch()["images"]
