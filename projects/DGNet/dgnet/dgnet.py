@@ -15,15 +15,26 @@ appearance (and identity label) of image k and the structure of image perm[k].
 Every loss is the published SUM of its x_a and x_b terms (2 x the mean over the 2n rows), so the published
 weights (``MODEL.DGNET.LOSS_WEIGHTS``) apply unchanged.
 
-Speed (the published trainer, measured on this project's 2-core CPU, needs 16.5 s per iteration at batch 2):
+Cost.  Each iteration computes what its phases need once: E_a runs once with gradients on the (randomly
+erased) 4n ID inputs and the appearance codes of the samples erasing left alone come from that same pass (only
+the erased ones get a gradient-free clean pass; the published code runs E_a on all clean inputs and again on
+all erased ones); the "frozen copy" of E_a for Eq. 4 / Eq. 6 is ``torch.func.functional_call`` with detached
+parameters (the published code deep-copies E_a every iteration); the six first-level decoder outputs are one
+decoder pass of 6n images, the cycle reconstructions one more, and D sees real and fake images in one pass.
+Terms whose weight is 0 at this iteration (the warm-up terms before 30K) are not computed.  At full size
+(x_a 2 + x_b 2 + 4 positives, 256x128, 2 CPU threads) one iteration with every warm-up term on is about
+1.3 TFLOP, 80% of it in convolutions (decoder ~48%, E_a and teacher ~33%, D ~19%): ~10.5 s here against
+16.5 s measured for the published code on the same kind of machine.
 
-* E_a runs once with gradients on the (randomly erased) 4n ID inputs; the appearance codes of the samples
-  that erasing left alone are taken from that same pass, and only the erased ones get a gradient-free
-  clean pass (the published code runs E_a 4 times on clean inputs and 4 more times on erased ones).
-* The "frozen copy" of E_a used for Eq. 4 and Eq. 6 on generated images is ``torch.func.functional_call``
-  with detached parameters (the published code deep-copies E_a every iteration).
-* All first-level decoder calls (x_ba, x_ab, x_aa, x_bb, x_ap, x_bp) are one decoder pass of 6n images;
-  the two cycle reconstructions one more pass; D sees real and fake images in one pass.
+Deliberate differences from the published code (NVlabs/DG-Net trainer.py):
+
+* E_a's BatchNorm sees x_a, x_b and both positives in one batch of 4n (published: four calls of n each).
+* The clean appearance codes of erased samples come from a gradient-free pass over those samples only
+  (published: a full clean pass whose logits are thrown away).
+* The test feature weighs the fine half of *every* feature by ``TEST_FINE_WEIGHT`` (published: only the
+  query's, at evaluation time), so one (B, 1024) feature per image serves fastreid's evaluator, predictor and
+  export.
+* The teacher resizes generated images to its own input size (published ``scale2``: nearest x2 below 128 rows).
 """
 from __future__ import annotations
 
