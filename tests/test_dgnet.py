@@ -208,6 +208,18 @@ def test_gradient_routing_of_each_loss(model, loss, gen_grad, id_grad):
     assert (grads_of(model.id) > 0) == id_grad
 
 
+def test_published_detached_code_reconstruction(teacher_files):
+    cfg = tiny_cfg(teacher_files)
+    cfg.MODEL.DGNET.DETACH_RECON_CODE = True
+    model = build_model(cfg)
+    model.train()
+    batch = make_batch()
+    ctx = ctx_with(model, {"loss_recon_f": 1.0, "loss_recon_x": 1.0})
+    state = model.forward_train(batch, ctx)
+    losses = model.phase_losses("gen", batch, state, ctx)
+    assert not losses["loss_recon_f"].requires_grad  # inert, as in the published code
+
+
 def test_frozen_copy_leaves_running_statistics_alone(model):
     x = torch.randn(4, 3, H, W)
     before = {k: v.clone() for k, v in model.id.state_dict().items()}

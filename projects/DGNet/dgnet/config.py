@@ -102,6 +102,7 @@ def add_dgnet_config(cfg: CN) -> None:
     d.ERASING_PROB = 0.5  # random erasing on the ID-path inputs only
     d.ENCODER_AGAIN_PROB = 0.5  # published use_encoder_again: Eq. 5 trains E_s (input fixed) vs. G (E_s frozen)
     d.TEST_FINE_WEIGHT = 0.5  # test feature = [f_prim / |f_prim|, w * f_fine / |f_fine|]
+    d.DETACH_RECON_CODE = False  # True: the published code's inert Eq. 4 (its E_a detaches every code it returns)
     d.CHANNELS_LAST = False  # NHWC weights/activations: faster convolutions on CPU (oneDNN) and recent GPUs
 
     # ---- optimizers (Sec. 4.1 (v)); a node already set by another project is left alone

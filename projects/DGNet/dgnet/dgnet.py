@@ -34,6 +34,8 @@ Deliberate differences from the published code (NVlabs/DG-Net trainer.py):
 * The test feature weighs the fine half of *every* feature by ``TEST_FINE_WEIGHT`` (published: only the
   query's, at evaluation time), so one (B, 1024) feature per image serves fastreid's evaluator, predictor and
   export.
+* Eq. 4 trains G: the code re-encoded from x_ba keeps its gradient (published: E_a detaches every code it
+  returns, so its recon_f term is inert; ``MODEL.DGNET.DETACH_RECON_CODE True`` reproduces that).
 * The teacher resizes generated images to its own input size (published ``scale2``: nearest x2 below 128 rows).
 """
 from __future__ import annotations
@@ -97,6 +99,7 @@ class DGNet(GANMetaArch):
         test_fine_weight: float = 0.5,
         teacher_loader: Optional[Callable[[], Teacher]] = None,
         channels_last: bool = False,
+        detach_recon_code: bool = False,
     ) -> None:
         """
         Args:
@@ -109,6 +112,9 @@ class DGNet(GANMetaArch):
             test_fine_weight: weight of the L2-normalised f_fine half of the test feature.
             teacher_loader: builds the frozen teacher (called once, lazily); None = no teacher.
             channels_last: keep conv weights and activations in NHWC (faster oneDNN/cuDNN convolutions).
+            detach_recon_code: detach the appearance code re-encoded from generated images, as the published
+                code does (its E_a detaches every code it returns): Eq. 4 then trains nothing and the cycle
+                term reaches x_ba through E_s only.  Default False: Eq. 4 trains G, as the paper states.
         """
         super().__init__()
         self.gen = gen
@@ -121,6 +127,7 @@ class DGNet(GANMetaArch):
         self.encoder_again_prob = float(encoder_again_prob)
         self.test_fine_weight = float(test_fine_weight)
         self._teacher_loader = teacher_loader
+        self.detach_recon_code = bool(detach_recon_code)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -201,6 +208,7 @@ class DGNet(GANMetaArch):
             "test_fine_weight": d.TEST_FINE_WEIGHT,
             "teacher_loader": functools.partial(build_teacher, frozen_cfg, num_classes),
             "channels_last": d.CHANNELS_LAST,
+            "detach_recon_code": d.DETACH_RECON_CODE,
         }
 
     # ------------------------------------------------------------------ GANMetaArch interface
@@ -295,6 +303,8 @@ class DGNet(GANMetaArch):
         buffers = {k: v.clone() for k, v in self.id.backbone.named_buffers()}
         fmap = functional_call(self.id.backbone, (params, buffers), (x,))
         code = self.id.part_pool(fmap).flatten(1)
+        if self.detach_recon_code:
+            code = code.detach()
         pooled = self.id.global_pool(fmap).flatten(1)
         head = self.id.head_prim
         h = F.linear(pooled, head.fc.weight.detach(), head.fc.bias.detach())
