@@ -86,3 +86,14 @@ def test_command_line_takes_fastreids_arguments():
     assert isinstance(args, argparse.Namespace) and hasattr(args, "dist_url") and hasattr(args, "machine_rank")
     cfg = setup_cfg(argparse.Namespace(config_file=str(REPO / args.config_file), opts=args.opts, eval_only=False))
     assert cfg.SOLVER.MAX_EPOCH == 3 and cfg.is_frozen()
+
+
+def test_setup_cfg_lists_every_package():
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    listed = {p.strip() for p in parser["options"]["packages"].splitlines() if p.strip() and not p.startswith("#")}
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "fastreid_gan").rglob("__init__.py")}
+    found |= {p.parent.name for p in REPO.glob("projects/*/*/__init__.py")}
+    assert found <= listed, f"packages missing from setup.cfg: {sorted(found - listed)}"
