@@ -22,17 +22,6 @@ TINY = [
 ]
 
 
-@pytest.fixture()
-def datasets_root(tmp_path_factory, monkeypatch):
-    import fastreid.data.build as data_build
-
-    root = tmp_path_factory.getbasetemp() / "datasets"
-    root.mkdir(exist_ok=True)
-    monkeypatch.setenv("FASTREID_DATASETS", str(root))
-    monkeypatch.setattr(data_build, "_root", str(root))  # fastreid reads the variable at import time
-    return root
-
-
 def _cfg(output_dir, extra=()):
     cfg = merge_config(get_cfg(), str(CONFIG), TINY + ["OUTPUT_DIR", str(output_dir)] + list(extra))
     return cfg

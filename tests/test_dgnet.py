@@ -18,6 +18,7 @@ from fastreid_gan.engine import GANMetaArch, LossWeight, StepContext
 
 from dgnet import DGNet
 from dgnet.augment import random_erasing
+from dgnet.generator import soft_edges
 from dgnet.swap_accuracy import swap_accuracy
 from dgnet.teacher import Teacher, build_teacher
 from dgnet.visualize import interpolation_grid, save_png, swap_grid
@@ -220,6 +221,78 @@ def test_published_detached_code_reconstruction(teacher_files):
     assert not losses["loss_recon_f"].requires_grad  # inert, as in the published code
 
 
+def test_soft_edges_ignore_brightness_and_carry_gradients():
+    g = torch.Generator().manual_seed(0)
+    flat = torch.zeros(1, 1, 16, 8)
+    flat[..., 8:, :] = 1.0  # one horizontal step
+    step = soft_edges(flat, scale=0.17)
+    assert step.min() >= -0.5 and step.max() <= 0.5
+    assert torch.allclose(step[0, 0, 2], torch.full((8,), -0.5), atol=1e-4)  # flat region: no edge
+    assert float(step[..., 7:9, 3].min()) > 0.4  # the step saturates
+    # how bright a region is does not matter once it stands out from its surroundings
+    assert torch.allclose(soft_edges(flat * 2.0, 0.17), step, atol=0.01)
+    gray = torch.randn(2, 1, 16, 8, generator=g, requires_grad=True)
+    assert torch.allclose(soft_edges(gray + 0.8, 0.17), soft_edges(gray, 0.17), atol=1e-6)
+    soft_edges(gray, 0.17).sum().backward()  # differentiable, so Eq. 5 still trains G through E_s
+    assert float(gray.grad.abs().sum()) > 0
+
+
+def test_edge_structure_input(teacher_files):
+    cfg = tiny_cfg(teacher_files)
+    cfg.MODEL.DGNET.STRUCTURE.INPUT = "edge"
+    model = build_model(cfg)
+    images = make_batch()["images"]
+    model.eval()
+    with torch.no_grad():
+        s1, s2 = model.encode_structure(images), model.encode_structure(images)
+    assert torch.equal(s1, s2)  # no noise at inference
+    # a figure on a dark background (trousers 100) in a light (150) and a lighter (230) shirt; E_s's instance
+    # norm already removes the affine part of brightness, so the test needs three levels
+    light = torch.full((1, 3, H, W), 40.0)
+    light[..., 12:32, 8:24] = 150.0
+    light[..., 32:56, 10:22] = 100.0
+    lighter = light.clone()
+    lighter[..., 12:32, 8:24] = 230.0
+    gray_model = build_model(tiny_cfg(teacher_files))
+    gray_model.load_state_dict(model.state_dict())
+    gray_model.eval()
+    with torch.no_grad():
+        edge_change = (model.encode_structure(lighter) - model.encode_structure(light)).abs().mean()
+        gray_change = (gray_model.encode_structure(lighter) - gray_model.encode_structure(light)).abs().mean()
+    # same weights: the gray code carries the shirt's brightness, the edge code hardly
+    assert edge_change < 0.1 * gray_change
+    model.train()
+    ctx = ctx_with(model)
+    state = model.forward_train(make_batch(), ctx)
+    losses = run_phase(model, "gen", make_batch(), state, ctx)
+    assert torch.isfinite(losses["loss_recon_s"]) and grads_of(model.gen) > 0
+    cfg.MODEL.DGNET.STRUCTURE.INPUT = "canny"
+    with pytest.raises(ValueError, match="structure_input must be one of"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("structure_input", ["gray", "edge"])
+def test_generator_learns_to_reconstruct(teacher_files, structure_input):
+    cfg = tiny_cfg(teacher_files)
+    cfg.MODEL.DGNET.STRUCTURE.INPUT = structure_input
+    model = build_model(cfg)
+    model.train()
+    g = torch.Generator().manual_seed(2)
+    # smooth images (a 4x2 colour layout), as a photo is, rather than pixel noise
+    small = torch.rand(4, 3, 4, 2, generator=g) * 255
+    images = torch.nn.functional.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    batch = {"images": images, "pos_images": images.flip(-1), "targets": torch.arange(4) % NUM_CLASSES}
+    ctx = ctx_with(model, {"loss_recon_x": 1.0})
+    opt = torch.optim.Adam(model.gen.parameters(), lr=2e-3)
+    history = []
+    for _ in range(40):
+        state = model.forward_train(batch, ctx)
+        opt.zero_grad()
+        history.append(float(run_phase(model, "gen", batch, state, ctx)["loss_recon_x"]))
+        opt.step()
+    assert history[-1] < 0.6 * history[0], history
+
+
 def test_frozen_copy_leaves_running_statistics_alone(model):
     x = torch.randn(4, 3, H, W)
     before = {k: v.clone() for k, v in model.id.state_dict().items()}
@@ -405,17 +478,38 @@ class _CopyStructure:
         return structure
 
 
-def test_swap_accuracy_of_a_generator_that_ignores_appearance(tmp_path, monkeypatch):
+class _CopyAppearance(_CopyStructure):
+    """A 'generator' that ignores the structure code: G(s_j, a_i) = x_i (blurred, as generated images are)."""
+
+    def encode_appearance(self, images):
+        return images
+
+    def decode(self, structure, appearance):
+        return torch.nn.functional.avg_pool2d(appearance, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def _swap_scores(generator, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path))
     data = DATASET_REGISTRY.get("SyntheticMarketTiny")(root=str(tmp_path))
     def load(path):
         return torch.from_numpy(np.asarray(read_image(path), dtype=np.float32)).permute(2, 0, 1)
 
-    result = swap_accuracy(_CopyStructure(), [item[0] for item in data.gallery], load, num_pairs=60)
+    return swap_accuracy(generator, [item[0] for item in data.gallery], load, num_pairs=60)
+
+
+def test_swap_accuracy_of_a_generator_that_ignores_appearance(tmp_path, monkeypatch):
+    result = _swap_scores(_CopyStructure(), tmp_path, monkeypatch)
     assert result.pairs > 10
     assert result.real > 0.8  # the colour measurement itself works on real images
     assert result.accuracy < 0.3  # x_j wears j's clothes: far below chance (0.5)
-    assert "swap accuracy" in str(result)
+    assert result.structure == 1.0  # and has j's structure
+    assert "swap accuracy" in str(result) and "structure kept" in str(result)
+
+
+def test_swap_accuracy_sees_a_generator_that_ignores_structure(tmp_path, monkeypatch):
+    result = _swap_scores(_CopyAppearance(), tmp_path, monkeypatch)
+    assert result.accuracy > 0.7  # i's colours land on j's torso: colour alone would call this a swap
+    assert result.structure < 0.2  # but the layout is i's
 
 
 def test_generate_tool(model, tmp_path, monkeypatch, capsys):

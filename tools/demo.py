@@ -4,7 +4,8 @@
 1. an untrained ResNet baseline is evaluated (the floor any training must beat);
 2. the ResNet ID-loss baseline trains (DG-Net's teacher);
 3. DG-Net trains with that teacher (skip with --baseline-only);
-4. a CMC/mAP table (untrained / baseline / DG-Net), DG-Net's swap accuracy and the swap-grid path are printed.
+4. a CMC/mAP table (untrained / baseline / DG-Net), DG-Net's swap accuracy (do the clothes follow the appearance
+   code?) with its structure score (does the pose follow the structure code?) and the swap-grid path are printed.
 
 Every stage runs ``tools/train_net.py`` (or ``tools/generate.py``) as a user would; outputs go to --output-dir.
 The teacher's backbone also initialises DG-Net's E_a (the synthetic stand-in for ImageNet weights).
@@ -85,7 +86,7 @@ def main() -> None:
         generate_opts = teacher_opts + ["OUTPUT_DIR", str(dgnet_dir)]
         run(generate + generate_opts, dgnet_dir / "generate.txt")
         run(generate + ["--swap-accuracy"] + generate_opts, dgnet_dir / "swap_accuracy.txt")
-        print("\nDG-Net swap accuracy (chance = 0.5):",
+        print("\nDG-Net cross-identity generation, G(a_i, s_j) on query pairs (chance = 0.5 for both scores):\n ",
               (dgnet_dir / "swap_accuracy.txt").read_text().strip().splitlines()[-1])
         print(f"Swap grid (rows keep an appearance, columns keep a structure): {dgnet_dir / 'swap_grid.png'}")
         print(f"Appearance interpolation: {dgnet_dir / 'interpolation.png'}")

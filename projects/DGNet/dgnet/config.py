@@ -56,6 +56,9 @@ def add_dgnet_config(cfg: CN) -> None:
     d.STRUCTURE.DIM = 128  # structure code channels = decoder input
     d.STRUCTURE.ASPP = True
     d.STRUCTURE.DILATIONS = [3, 6, 9]
+    d.STRUCTURE.INPUT = "gray"  # published `single`: "gray" (paper Sec. 3.1) or "edge" (dgnet.generator.soft_edges)
+    d.STRUCTURE.EDGE_SCALE = 0.17  # "edge": normalised intensity step per pixel where an edge saturates
+    d.STRUCTURE.EDGE_NOISE = 0.1  # "edge": noise added in training (published 0.1)
 
     # ---- G (Table 7): AdaIN ResBlocks fed by per-chunk MLPs of the appearance code
     d.DECODER = CN()

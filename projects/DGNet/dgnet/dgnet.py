@@ -37,6 +37,9 @@ Deliberate differences from the published code (NVlabs/DG-Net trainer.py):
 * Eq. 4 trains G: the code re-encoded from x_ba keeps its gradient (published: E_a detaches every code it
   returns, so its recon_f term is inert; ``MODEL.DGNET.DETACH_RECON_CODE True`` reproduces that).
 * The teacher resizes generated images to its own input size (published ``scale2``: nearest x2 below 128 rows).
+* ``MODEL.DGNET.STRUCTURE.INPUT edge`` (published ``single: edge``, Canny in numpy) is a saturating Sobel map
+  (:func:`dgnet.generator.soft_edges`): differentiable, so Eq. 5 trains G through E_s as in gray mode, and
+  it runs on the GPU.  Its noise is added in training only.
 """
 from __future__ import annotations
 
@@ -184,6 +187,9 @@ class DGNet(GANMetaArch):
             mlp_layers=d.DECODER.MLP_LAYERS,
             dropout=d.DECODER.DROPOUT,
             init=d.GEN_INIT,
+            structure_input=d.STRUCTURE.INPUT,
+            edge_scale=d.STRUCTURE.EDGE_SCALE,
+            edge_noise=d.STRUCTURE.EDGE_NOISE,
         )
         dis = build_dgnet_discriminator(
             in_channels=3,
@@ -254,8 +260,8 @@ class DGNet(GANMetaArch):
         return self._appearance_code(self.normalize(images))
 
     def encode_structure(self, images: Tensor) -> Tensor:
-        """Structure codes s = E_s(gray(x)): (B, STRUCTURE.DIM, H/4, W/4) for 0..255 images."""
-        return self.gen.encode(self.gen.to_gray(self.normalize(images)))
+        """Structure codes s = E_s(gray(x)) (or of its edges): (B, STRUCTURE.DIM, H/4, W/4) for 0..255 images."""
+        return self.gen.encode(self.gen.to_structure_input(self.normalize(images)))
 
     def decode(self, structure: Tensor, appearance: Tensor) -> Tensor:
         """G(s, a): images in 0..255 (not clamped)."""
@@ -350,7 +356,7 @@ class DGNet(GANMetaArch):
         a, a_pos = codes[: 2 * n], codes[2 * n :]
 
         # generation: one decoder pass for fake = [x_ba, x_ab], recon = [x_aa, x_bb], recon_p = [x_a_p, x_b_p]
-        s = self.gen.encode(self.gen.to_gray(x))
+        s = self.gen.encode(self.gen.to_structure_input(x))
         parts_s, parts_a = [s[perm], s], [a, a]
         if ctx.weight("loss_recon_xp") != 0:
             parts_s.append(s)
@@ -420,9 +426,9 @@ class DGNet(GANMetaArch):
                 losses["loss_recon_f"] = _pair_sum_l1(code_rec, a)
         if w("loss_recon_s") != 0 or w("loss_recon_x_cyc") != 0:
             if float(torch.rand(())) < self.encoder_again_prob:
-                s_rec = self.gen.encode(self.gen.to_gray(fake.detach()))  # trains E_s, input fixed
+                s_rec = self.gen.encode(self.gen.to_structure_input(fake.detach()))  # trains E_s, input fixed
             else:
-                s_rec = self._frozen_structure(self.gen.to_gray(fake))  # trains G through a fixed E_s
+                s_rec = self._frozen_structure(self.gen.to_structure_input(fake))  # trains G through a fixed E_s
             if w("loss_recon_s") != 0:
                 losses["loss_recon_s"] = _pair_sum_l1(s_rec, s[perm])
             if w("loss_recon_x_cyc") != 0:

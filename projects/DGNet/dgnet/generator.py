@@ -3,12 +3,43 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .decoder import AdaINDecoder
 from .structure_encoder import StructureEncoder
 
-__all__ = ["DGNetGenerator"]
+__all__ = ["DGNetGenerator", "STRUCTURE_INPUTS", "soft_edges", "sobel_magnitude"]
+
+#: E_s input modes (published ``single``): "gray" (default) or "edge"
+STRUCTURE_INPUTS = ("gray", "edge")
+
+# Sobel kernels, divided by 8 so that a response is a per-pixel intensity step
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+
+
+def sobel_magnitude(gray: Tensor) -> Tensor:
+    """|Sobel gradient| of (B, 1, H, W) images, same size (replicate padding), in intensity steps per pixel."""
+    kx = _SOBEL_X.to(device=gray.device, dtype=gray.dtype).view(1, 1, 3, 3)
+    padded = F.pad(gray, (1, 1, 1, 1), mode="replicate")
+    gx, gy = F.conv2d(padded, kx), F.conv2d(padded, kx.transpose(2, 3))
+    return torch.sqrt(gx * gx + gy * gy + 1e-12)
+
+
+def soft_edges(gray: Tensor, scale: float, noise_std: float = 0.0) -> Tensor:
+    """Edge map of a one-channel image in [-0.5, 0.5]: ``tanh(|Sobel(gray)| / scale) - 0.5`` (+ Gaussian noise).
+
+    The published "edge" structure input is OpenCV Canny (thresholds 10 / 200) on the uint8 gray image, minus
+    0.5, plus N(0, 0.1) noise.  Canny runs on the CPU in numpy and has no gradient, so Eq. 5 could not train G
+    through it; this saturating Sobel magnitude keeps the property that matters (where the edges are, not how
+    bright the regions between them are) and is differentiable on any device.  ``scale`` is the intensity step
+    per pixel (in ``gray``'s units) at which an edge reaches tanh(1) = 0.76.
+    """
+    edges = torch.tanh(sobel_magnitude(gray) / scale) - 0.5
+    if noise_std > 0:
+        edges = edges + noise_std * torch.randn_like(edges)
+    return edges
 
 
 class DGNetGenerator(nn.Module):
@@ -27,6 +58,11 @@ class DGNetGenerator(nn.Module):
         pad_type, activation: everywhere (reflect, lrelu).
         dropout: decoder input dropout (0).
         init: weight init of convs/linears (published: "kaiming").
+        structure_input: what E_s sees (published ``single``): "gray" = the channel mean of the normalised
+            image; "edge" = :func:`soft_edges` of it (no brightness left for the structure code to carry, so
+            G must take the colours from the appearance code).
+        edge_scale: :func:`soft_edges` ``scale`` in normalised units (0.17 ~ 10 gray levels per pixel).
+        edge_noise: std of the noise added to the edge map in training (published 0.1).
     """
 
     def __init__(
@@ -49,8 +85,18 @@ class DGNetGenerator(nn.Module):
         activation: str = "lrelu",
         dropout: float = 0.0,
         init: str = "kaiming",
+        structure_input: str = "gray",
+        edge_scale: float = 0.17,
+        edge_noise: float = 0.1,
     ) -> None:
         super().__init__()
+        if structure_input not in STRUCTURE_INPUTS:
+            raise ValueError(f"structure_input must be one of {STRUCTURE_INPUTS}, got {structure_input!r}")
+        if in_channels != 1:
+            raise ValueError(f"E_s reads a one-channel image (gray or edge), got in_channels={in_channels}")
+        self.structure_input = structure_input
+        self.edge_scale = float(edge_scale)
+        self.edge_noise = float(edge_noise)
         self.enc_structure = StructureEncoder(
             in_channels, enc_widths, enc_strides, enc_n_res, structure_dim, aspp=aspp, dilations=dilations,
             activation=activation, pad_type=pad_type, init=init,
@@ -65,8 +111,16 @@ class DGNetGenerator(nn.Module):
         """E_s input: mean over the RGB channels of the NORMALISED image, keepdim -> (B, 1, H, W) (official trainer)."""
         return images.mean(dim=1, keepdim=True)
 
+    def to_structure_input(self, images: Tensor) -> Tensor:
+        """E_s input of normalised RGB images: gray, or its edge map (``structure_input``), (B, 1, H, W)."""
+        gray = self.to_gray(images)
+        if self.structure_input == "gray":
+            return gray
+        # noise only while training: inference (swap grids, swap accuracy) stays deterministic
+        return soft_edges(gray, self.edge_scale, self.edge_noise if self.training else 0.0)
+
     def encode(self, gray: Tensor) -> Tensor:
-        """Structure code of a gray image: (B, 1, H, W) -> (B, structure_dim, H/4, W/4)."""
+        """Structure code of a one-channel E_s input: (B, 1, H, W) -> (B, structure_dim, H/4, W/4)."""
         return self.enc_structure(gray)
 
     def decode(self, structure: Tensor, appearance: Tensor) -> Tensor:

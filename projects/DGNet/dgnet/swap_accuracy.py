@@ -9,6 +9,11 @@ a perfect swap scores 1.  ``real`` in the result is the same test applied to the
 i's own keypoints: the ceiling of the measurement (camera colour casts, shading and patterns keep it < 1).
 
 Pairs whose two identities wear nearly the same colours are skipped: they cannot tell i from j.
+
+Colour alone can be fooled: a generator that ignores the structure code and redraws x_i wherever it is also
+puts i's colours on j's torso.  ``structure`` is the second half of a swap: the fraction of pairs whose
+edge layout (Sobel magnitude of the gray image: pose, silhouette, background) correlates better with x_j than
+with x_i.  Copying x_j scores 1, copying x_i scores 0; a real swap needs both figures well above 0.5.
 """
 from __future__ import annotations
 
@@ -18,9 +23,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SwapAccuracy", "swap_accuracy", "clothes_colour", "region_colours", "annotation_for"]
+__all__ = ["SwapAccuracy", "swap_accuracy", "clothes_colour", "region_colours", "annotation_for", "edge_layout"]
 
 
 @dataclass
@@ -31,10 +37,12 @@ class SwapAccuracy:
     real: float  # the same test on the appearance providers' real images (the measurement's ceiling)
     pairs: int  # pairs scored
     skipped: int  # pairs skipped (similar colours or an empty clothes region)
+    structure: float = float("nan")  # fraction whose edge layout is closer to x_j's than to x_i's (chance 0.5)
 
     def __str__(self) -> str:
         return (f"swap accuracy {self.accuracy:.3f} over {self.pairs} pairs (chance 0.500; real images "
-                f"{self.real:.3f}; {self.skipped} pairs skipped)")
+                f"{self.real:.3f}; {self.skipped} pairs skipped); structure kept {self.structure:.3f} "
+                f"(chance 0.500)")
 
 
 def clothes_colour(identity: Mapping[str, Any]) -> np.ndarray:
@@ -66,6 +74,15 @@ def region_colours(image: Tensor, keypoints: Any, image_hw: Tuple[int, int]) -> 
             return None
         out.append(img[:, m].mean(dim=1).numpy())
     return np.concatenate(out).astype(np.float64)
+
+
+def edge_layout(images: Tensor) -> Tensor:
+    """(B, 3, H, W) 0..255 images -> (B, H/2 * W/2) Sobel magnitude of the gray image, 2x2-pooled (tolerates
+    the blur of generated images), centred and L2-normalised: a dot product is a Pearson correlation."""
+    from .generator import sobel_magnitude
+
+    mag = F.avg_pool2d(sobel_magnitude(images.float().mean(dim=1, keepdim=True)), 2).flatten(1)
+    return F.normalize(mag - mag.mean(dim=1, keepdim=True), dim=1)
 
 
 def annotation_for(path: str, cache: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -132,12 +149,14 @@ def swap_accuracy(
         pairs.append((int(i), int(j)))
 
     device = model.device
-    hits, real_hits, scored = 0, 0, 0
+    hits, real_hits, structure_hits, scored = 0, 0, 0, 0
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         app = torch.stack([load_image(records[i][0]) for i, _ in chunk]).to(device)
         struct = torch.stack([load_image(records[j][0]) for _, j in chunk]).to(device)
         fake = model.decode(model.encode_structure(struct), model.encode_appearance(app))
+        e_fake, e_app, e_struct = edge_layout(fake), edge_layout(app), edge_layout(struct)
+        closer_to_structure = ((e_fake * e_struct).sum(1) > (e_fake * e_app).sum(1)).tolist()
         for k, (i, j) in enumerate(chunk):
             mean_fake = region_colours(fake[k], records[j][2], records[j][4])
             mean_real = region_colours(app[k], records[i][2], records[i][4])
@@ -147,7 +166,8 @@ def swap_accuracy(
             c_i, c_j = records[i][3], records[j][3]
             hits += int(np.linalg.norm(mean_fake - c_i) < np.linalg.norm(mean_fake - c_j))
             real_hits += int(np.linalg.norm(mean_real - c_i) < np.linalg.norm(mean_real - c_j))
+            structure_hits += int(closer_to_structure[k])
             scored += 1
     if scored == 0:
         raise ValueError("no pair could be scored (all skipped): lower min_colour_distance or add images")
-    return SwapAccuracy(hits / scored, real_hits / scored, scored, skipped)
+    return SwapAccuracy(hits / scored, real_hits / scored, scored, skipped, structure_hits / scored)
