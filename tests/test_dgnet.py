@@ -288,7 +288,7 @@ def test_generator_learns_to_reconstruct(teacher_files, structure_input):
     for _ in range(40):
         state = model.forward_train(batch, ctx)
         opt.zero_grad()
-        history.append(float(run_phase(model, "gen", batch, state, ctx)["loss_recon_x"]))
+        history.append(run_phase(model, "gen", batch, state, ctx)["loss_recon_x"].item())
         opt.step()
     assert history[-1] < 0.6 * history[0], history
 
