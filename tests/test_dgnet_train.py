@@ -104,3 +104,43 @@ def test_resume_is_exact(datasets_root, tmp_path):
     ref, got = straight.model.state_dict(), resumed.model.state_dict()
     for key in ref:
         assert torch.equal(ref[key], got[key]), key
+
+
+def _two_process_worker(out_dir: str, data_root: str) -> None:
+    import os
+
+    from fastreid.utils import comm
+
+    from fastreid_gan.engine import GANTrainer
+    from fastreid_gan.runner import seed_everything, setup_cfg
+
+    os.environ["FASTREID_DATASETS"] = data_root
+    opts = SHORT + ["OUTPUT_DIR", out_dir, "SOLVER.GAN.MAX_ITER", "4", "SOLVER.GAN.CHECKPOINT_PERIOD", "0",
+                    "SOLVER.GAN.VIS_PERIOD", "0", "SOLVER.IMS_PER_BATCH", "8", "DATASETS.TESTS", "()",
+                    "MODEL.DGNET.LOSS_WEIGHTS.RECON_X_CYC", "[2.0]", "MODEL.DGNET.LOSS_WEIGHTS.RECON_S", "[1.0]"]
+    cfg = setup_cfg(argparse.Namespace(config_file=str(CONFIG), opts=opts, eval_only=False))
+    seed_everything(cfg.SEED)  # SEED + rank: the replicas start from different weights
+    trainer = GANTrainer(cfg)
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    torch.save({"initial": initial, "final": trainer.model.state_dict()},
+               os.path.join(out_dir, f"rank{comm.get_rank()}.pt"))
+
+
+def test_two_gloo_processes_keep_identical_replicas(datasets_root, tmp_path, monkeypatch):
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    from fastreid_gan.engine import launch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    DATASET_REGISTRY.get("SyntheticMarketTiny")(root=str(datasets_root))  # generated before the ranks start
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    launch(_two_process_worker, 2, dist_url="auto", args=(str(out_dir), str(datasets_root)))
+    rank0 = torch.load(str(out_dir / "rank0.pt"), weights_only=True)
+    rank1 = torch.load(str(out_dir / "rank1.pt"), weights_only=True)
+    assert any(not torch.equal(rank0["initial"][k], rank1["initial"][k]) for k in rank0["initial"])
+    for key, value in rank0["final"].items():
+        assert torch.equal(value, rank1["final"][key]), key
+    for net in ("gen.", "dis.", "id."):
+        assert any(not torch.equal(v, rank0["initial"][k]) for k, v in rank0["final"].items() if k.startswith(net))
