@@ -267,7 +267,7 @@ def test_edge_structure_input(teacher_files):
     losses = run_phase(model, "gen", make_batch(), state, ctx)
     assert torch.isfinite(losses["loss_recon_s"]) and grads_of(model.gen) > 0
     cfg.MODEL.DGNET.STRUCTURE.INPUT = "canny"
-    with pytest.raises(ValueError, match="structure_input must be one of"):
+    with pytest.raises(ValueError, match="MODEL.DGNET.STRUCTURE.INPUT must be one of gray, edge"):
         build_model(cfg)
 
 

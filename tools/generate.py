@@ -8,7 +8,8 @@
 Writes ``swap_grid.png`` (rows keep an appearance, columns keep a structure) and ``interpolation.png``
 (each row keeps the structure of its left image while the appearance moves to its right image's).
 ``--swap-accuracy`` (synthetic datasets only) prints the fraction of swaps G(s_j, a_i) whose clothes colours
-are closer to identity i's than to j's (chance 0.5).  Trailing ``KEY VALUE`` pairs override the config.
+are closer to identity i's than to j's, and the fraction whose edge layout is closer to x_j's than to x_i's
+("structure kept"); chance is 0.5 for both.  Trailing ``KEY VALUE`` pairs override the config.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=8, help="interpolation steps per row")
     p.add_argument("--output-dir", default="", help="where the PNGs go (default: <OUTPUT_DIR>/generate)")
     p.add_argument("--seed", type=int, default=0, help="picks the images")
-    p.add_argument("--swap-accuracy", action="store_true", help="print the swap accuracy instead of drawing")
+    p.add_argument("--swap-accuracy", action="store_true", help="print the swap accuracy and structure score instead of drawing")
     p.add_argument("--pairs", type=int, default=500, help="pairs scored by --swap-accuracy")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)

@@ -62,7 +62,7 @@ from .appearance_encoder import AppearanceEncoder
 from .augment import random_erasing
 from .config import DGNET_LOSS_KEYS
 from .discriminator import build_dgnet_discriminator
-from .generator import DGNetGenerator
+from .generator import STRUCTURE_INPUTS, DGNetGenerator
 from .teacher import TEACHER_HELP, Teacher, build_teacher
 
 __all__ = ["DGNet"]
@@ -148,6 +148,9 @@ class DGNet(GANMetaArch):
                 "DG-Net needs MODEL.HEADS.NUM_CLASSES (the training set's identities); the trainer fills it in "
                 "from DATASETS.NAMES, set it by hand when building the model yourself."
             )
+        if d.STRUCTURE.INPUT not in STRUCTURE_INPUTS:
+            raise ValueError(f"MODEL.DGNET.STRUCTURE.INPUT must be one of {', '.join(STRUCTURE_INPUTS)}; "
+                             f"got {d.STRUCTURE.INPUT!r}")
         enc_stride = 1
         for s in d.STRUCTURE.STRIDES:
             enc_stride *= int(s)
