@@ -19,6 +19,9 @@ Cython ranker              the evaluator runs ``make`` in site-packages and ``sy
 torch.load                 torch >= 2.6 defaults to ``weights_only=True``: fastreid checkpoints with
                            numpy scalars (``metric``) no longer load
 unreadable image           PIL's error does not always say which dataset file failed
+ToTensor                   ``to_tensor`` reads PIL images through ``torch.ByteStorage.from_buffer``
+                           (TypedStorage: deprecated, to be removed; a warning in every data worker),
+                           and bit images through ``np.array(copy=False)``, a ValueError on NumPy 2
 =========================  ====================================================================
 """
 from __future__ import annotations
@@ -292,6 +295,33 @@ def _fix_read_image() -> None:
     common.read_image = read_image
 
 
+def _to_tensor(pic: Any) -> Any:
+    """fastreid's ``to_tensor`` (HWC image -> CHW tensor, uint8 -> float 0..255, other dtypes kept) on numpy
+    arrays only: no TypedStorage, and writable arrays so torch does not warn."""
+    import numpy as np
+    import torch
+
+    if isinstance(pic, np.ndarray):
+        arr = pic
+    else:  # PIL image; fastreid reads modes I, I;16 and F with these dtypes and '1' as 0 / 255
+        dtype = {"I": np.int32, "I;16": np.int16, "F": np.float32}.get(pic.mode, np.uint8)
+        arr = np.array(pic, dtype=dtype)
+        if pic.mode == "1":
+            arr = arr * np.uint8(255)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    img = torch.from_numpy(np.ascontiguousarray(arr.transpose((2, 0, 1))))
+    return img.float() if img.dtype == torch.uint8 else img
+
+
+def _fix_to_tensor() -> None:
+    import fastreid.data.transforms.functional as functional
+    import fastreid.data.transforms.transforms as transforms
+
+    functional.to_tensor = _to_tensor
+    transforms.to_tensor = _to_tensor
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -307,4 +337,5 @@ def apply() -> None:
     _fix_cython_compile()
     _fix_checkpoint_loading()
     _fix_read_image()
+    _fix_to_tensor()
     _APPLIED = True

@@ -196,3 +196,42 @@ def test_unreadable_image_names_the_file(tmp_path):
     dataset = CommDataset([(str(bad), 1, 1)], transform=None, relabel=False)
     with pytest.raises(compat.UnreadableImageError, match=str(bad)):
         dataset[0]
+
+
+def _original_to_tensor():
+    """fastreid's own to_tensor, from a fresh copy of its module (the compat fix replaced the imported one)."""
+    import importlib.util
+
+    import fastreid.data.transforms.functional as functional
+
+    spec = importlib.util.spec_from_file_location("_fastreid_functional_original", functional.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.to_tensor
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "F", "I"])
+def test_to_tensor_without_deprecated_storage(mode):
+    from PIL import Image
+
+    from fastreid.data.transforms import ToTensor
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (6, 4, 3), dtype=np.uint8))
+    pic = rgb.convert(mode)
+    if mode == "1":  # NumPy 2: np.array(..., copy=False) cannot convert a bit image without a copy
+        with pytest.raises(ValueError, match="copy"):
+            _original_to_tensor()(pic)
+        expected = torch.from_numpy(np.asarray(pic, dtype=np.uint8) * np.uint8(255))[None].float()
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            expected = _original_to_tensor()(pic)
+        if mode == "RGB":
+            assert any("TypedStorage" in str(w.message) for w in caught)  # what the fix removes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation or non-writable-array warning left
+        got = ToTensor()(pic)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+    array = np.asarray(rgb)
+    assert torch.equal(ToTensor()(array), _original_to_tensor()(array))
