@@ -31,6 +31,7 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/eval_bench.py
+	$(PY) benchmarks/full_ranking.py
 	$(PY) benchmarks/train_step.py
 
 clean:

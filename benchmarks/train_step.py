@@ -3,6 +3,7 @@
 
     python benchmarks/train_step.py                       # CPU, batch 2 (+2 positives), 5 timed iterations
     python benchmarks/train_step.py --batch 8 --amp bf16  # on a GPU: batch 8 with mixed precision
+    python benchmarks/train_step.py --checkpoint-decoder  # MODEL.DGNET.DECODER.CHECKPOINT True
 
 Every warm-up loss is switched on (the most expensive iteration of the published schedule), weights are random,
 the data is the tiny synthetic dataset resized to 256x128 by the config. In the same run it times a plain
@@ -33,7 +34,7 @@ WARM_UP_ON = {"RECON_F": [1.0], "RECON_S": [1.0], "RECON_X_CYC": [2.0], "PRIM": 
               "ID_FINE": [0.4]}
 
 
-def build_trainer(batch: int, device: str, amp: str, workdir: str) -> GANTrainer:
+def build_trainer(batch: int, device: str, amp: str, workdir: str, checkpoint_decoder: bool = False) -> GANTrainer:
     teacher_config = os.path.join(REPO, "configs/Market1501/baseline_R50.yml")
     tcfg = merge_config(get_cfg(), teacher_config, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu",
                                                      "MODEL.HEADS.NUM_CLASSES", "12"])
@@ -46,6 +47,7 @@ def build_trainer(batch: int, device: str, amp: str, workdir: str) -> GANTrainer
         "DATALOADER.NUM_WORKERS", "2", "SOLVER.IMS_PER_BATCH", str(2 * batch), "SOLVER.GAN.MAX_ITER", "1000",
         "SOLVER.AMP.ENABLED", str(amp != "off"), "SOLVER.AMP.DTYPE", amp if amp != "off" else "fp16",
         "SEED", "0", "OUTPUT_DIR", os.path.join(workdir, "out"),
+        "MODEL.DGNET.DECODER.CHECKPOINT", str(checkpoint_decoder),
     ])
     for key, spec in WARM_UP_ON.items():
         cfg.MODEL.DGNET.LOSS_WEIGHTS[key] = spec
@@ -70,6 +72,7 @@ def time_dgnet(trainer: GANTrainer, device: str, warmup: int, iters: int):
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+        peak = peak_memory(device)  # before the FLOP-counted step, which may hold more
         flops = None
         try:
             from torch.utils.flop_counter import FlopCounterMode
@@ -80,7 +83,13 @@ def time_dgnet(trainer: GANTrainer, device: str, warmup: int, iters: int):
             flops = counter.get_total_flops()
         except Exception as exc:  # the counter does not support every op on every version
             print(f"(FLOP count unavailable: {exc})")
-    return statistics.median(times), flops
+    return statistics.median(times), flops, peak
+
+
+def peak_memory(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU (max allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (process high-water mark)"
 
 
 def time_resnet50(images: int, device: str, warmup: int, iters: int) -> float:
@@ -110,25 +119,23 @@ def main() -> None:
     parser.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--checkpoint-decoder", action="store_true",
+                        help="MODEL.DGNET.DECODER.CHECKPOINT True: recompute G's activations in backward")
     args = parser.parse_args()
     batch = args.batch or (8 if args.device.startswith("cuda") else 2)
     images = 4 * batch  # x_a, x_b and one positive each, as published
 
     with tempfile.TemporaryDirectory() as workdir:
         os.environ.setdefault("FASTREID_DATASETS", os.path.join(workdir, "datasets"))
-        trainer = build_trainer(batch, args.device, args.amp, workdir)
+        trainer = build_trainer(batch, args.device, args.amp, workdir, args.checkpoint_decoder)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        seconds, flops = time_dgnet(trainer, args.device, args.warmup, args.iters)
-        if args.device.startswith("cuda"):
-            peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU (max allocated)"
-        else:
-            peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (process high-water mark)"
+        seconds, flops, peak = time_dgnet(trainer, args.device, args.warmup, args.iters)
         del trainer
         baseline = time_resnet50(images, args.device, args.warmup, args.iters)
 
     print(f"DG-Net market.yml, {args.device}, batch {batch} x 2 + positives ({images} images), AMP {args.amp}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, decoder checkpointing {'on' if args.checkpoint_decoder else 'off'}")
     print(f"  time per iteration (median of {args.iters}): {seconds:.2f} s")
     print(f"  peak memory: {peak}")
     if flops:

@@ -374,6 +374,43 @@ def test_channels_last_gives_the_same_model(model):
         assert torch.allclose(nhwc.decode(s, a), model.decode(s, a), atol=1e-2)  # 0..255 scale
 
 
+def _saved_bytes_and_grads(model: DGNet, batch, ctx) -> Tuple[int, Dict[str, torch.Tensor]]:
+    """Bytes autograd keeps for backward during the forward pass, and the generator phase's gradients."""
+    set_requires_grad(model, {p.name: p.networks for p in model.phases()}["gen"])
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: Dict[int, int] = {}  # activations only, each storage once
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    torch.manual_seed(3)  # random erasing and the E_s/G choice of Eq. 5 draw from the global generator
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        state = model.forward_train(batch, ctx)
+    losses = model.phase_losses("gen", batch, state, ctx)
+    sum(ctx.weight(k) * v for k, v in losses.items()).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return sum(saved.values()), grads
+
+
+def test_decoder_checkpointing_same_gradients_less_memory(model, teacher_files):
+    cfg = tiny_cfg(teacher_files)
+    cfg.MODEL.DGNET.DECODER.CHECKPOINT = True
+    recompute = build_model(cfg)
+    recompute.load_state_dict(model.state_dict())
+    recompute.train()
+    batch, ctx = make_batch(), ctx_with(model, {"loss_recon_x": 5.0, "loss_recon_xp": 5.0, "loss_id": 1.0,
+                                                "loss_recon_x_cyc": 2.0, "loss_recon_s": 1.0, "loss_gan_g": 1.0})
+    kept, grads = _saved_bytes_and_grads(model, batch, ctx)
+    kept_ck, grads_ck = _saved_bytes_and_grads(recompute, batch, ctx)
+    assert grads.keys() == grads_ck.keys() and any(k.startswith("gen.dec.") for k in grads)
+    for k in grads:
+        assert torch.allclose(grads[k], grads_ck[k], rtol=1e-5, atol=1e-7), k
+    assert kept_ck < 0.8 * kept, (kept_ck, kept)  # the decoder's activations are no longer stored
+
+
 def test_public_methods_shapes(model):
     model.eval()
     images = make_batch()["images"]

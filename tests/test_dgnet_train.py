@@ -15,13 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "projects" / "DGNet" / "configs" / "synthetic.yml"
 
 # synthetic.yml as shipped (widths, 64x32 input, optimizers), on the tiny dataset, without a teacher (no Eq. 8)
-# and with every warm-up term switched on after 20 of 60 iterations
+# and with every warm-up term switched on by iteration 25 of 60
 SHORT = [
     "DATASETS.NAMES", '("SyntheticMarketTiny",)', "DATASETS.TESTS", '("SyntheticMarketTiny",)',
     "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DGNET.LOSS_WEIGHTS.PRIM", "[0.0]",
     "MODEL.DGNET.LOSS_WEIGHTS.FINE", "[0.0, 0.4, 20, 5]", "MODEL.DGNET.LOSS_WEIGHTS.ID_FINE", "[0.0, 0.4, 20, 5]",
     "MODEL.DGNET.LOSS_WEIGHTS.RECON_F", "[0.0, 1.0, 20, 5]", "MODEL.DGNET.LOSS_WEIGHTS.RECON_S", "[0.0, 1.0, 20, 5]",
-    "MODEL.DGNET.LOSS_WEIGHTS.RECON_X_CYC", "[0.0, 2.0, 20, 5]",
+    "MODEL.DGNET.LOSS_WEIGHTS.RECON_X_CYC", "[0.0, 2.0, 20, 5]", "MODEL.DGNET.LOSS_WEIGHTS.GAN_G", "[0.0, 1.0, 10, 5]",
+    "MODEL.DGNET.LOSS_WEIGHTS.ID_CROSS", "[0.0, 0.5, 10, 5]",
     "SOLVER.GAN.MAX_ITER", "60", "SOLVER.GAN.CHECKPOINT_PERIOD", "30", "SOLVER.GAN.VIS_PERIOD", "30",
     "SOLVER.GAN.LOG_PERIOD", "5", "SOLVER.GAN.OPTIMIZERS.GEN.STEPS", "(1000,)",
     "SOLVER.GAN.OPTIMIZERS.DIS.STEPS", "(1000,)", "SOLVER.GAN.OPTIMIZERS.ID.STEPS", "(1000,)",
@@ -51,7 +52,8 @@ def test_synthetic_config_trains_every_phase(datasets_root, tmp_path):
     events = out / "events.json"
     gan_d = _history(events, "dis/loss_gan_d")
     assert len(gan_d) >= 10 and gan_d[-1] < 0.5 * gan_d[0], gan_d  # D learns to tell real from generated
-    for late in ("gen/loss_recon_s", "gen/loss_recon_f", "gen/loss_recon_x_cyc", "gen/loss_fine", "dis/loss_r1"):
+    for late in ("gen/loss_gan_g", "gen/loss_id_cross", "gen/loss_recon_s", "gen/loss_recon_f", "gen/loss_recon_x_cyc",
+                 "gen/loss_fine", "dis/loss_r1"):
         assert _history(events, late), f"{late} never ran"  # every phase and warm-up term took part
 
     # every sub-network kept learning between the two checkpoints
@@ -87,7 +89,8 @@ def test_resume_is_exact(datasets_root, tmp_path):
     def run(out, trainer_cls=GANTrainer, resume=False):
         opts = SHORT + ["OUTPUT_DIR", str(out), "SOLVER.GAN.MAX_ITER", "8", "SOLVER.GAN.CHECKPOINT_PERIOD", "4",
                         "MODEL.DGNET.LOSS_WEIGHTS.RECON_X_CYC", "[2.0]", "MODEL.DGNET.LOSS_WEIGHTS.RECON_S", "[1.0]",
-                        "MODEL.DGNET.LOSS_WEIGHTS.RECON_F", "[1.0]", "MODEL.DGNET.LOSS_WEIGHTS.FINE", "[0.4]"]
+                        "MODEL.DGNET.LOSS_WEIGHTS.RECON_F", "[1.0]", "MODEL.DGNET.LOSS_WEIGHTS.FINE", "[0.4]",
+                        "MODEL.DGNET.LOSS_WEIGHTS.GAN_G", "[1.0]", "MODEL.DGNET.LOSS_WEIGHTS.ID_CROSS", "[0.5]"]
         cfg = setup_cfg(argparse.Namespace(config_file=str(CONFIG), opts=opts, eval_only=False))
         seed_everything(cfg.SEED)
         trainer = trainer_cls(cfg)
@@ -117,7 +120,8 @@ def _two_process_worker(out_dir: str, data_root: str) -> None:
     os.environ["FASTREID_DATASETS"] = data_root
     opts = SHORT + ["OUTPUT_DIR", out_dir, "SOLVER.GAN.MAX_ITER", "4", "SOLVER.GAN.CHECKPOINT_PERIOD", "0",
                     "SOLVER.GAN.VIS_PERIOD", "0", "SOLVER.IMS_PER_BATCH", "8", "DATASETS.TESTS", "()",
-                    "MODEL.DGNET.LOSS_WEIGHTS.RECON_X_CYC", "[2.0]", "MODEL.DGNET.LOSS_WEIGHTS.RECON_S", "[1.0]"]
+                    "MODEL.DGNET.LOSS_WEIGHTS.RECON_X_CYC", "[2.0]", "MODEL.DGNET.LOSS_WEIGHTS.RECON_S", "[1.0]",
+                    "MODEL.DGNET.LOSS_WEIGHTS.GAN_G", "[1.0]", "MODEL.DGNET.LOSS_WEIGHTS.ID_CROSS", "[0.5]"]
     cfg = setup_cfg(argparse.Namespace(config_file=str(CONFIG), opts=opts, eval_only=False))
     seed_everything(cfg.SEED)  # SEED + rank: the replicas start from different weights
     trainer = GANTrainer(cfg)

@@ -68,6 +68,7 @@ def add_dgnet_config(cfg: CN) -> None:
     d.DECODER.MLP_DIM = 512
     d.DECODER.MLP_LAYERS = 3
     d.DECODER.DROPOUT = 0.0
+    d.DECODER.CHECKPOINT = False  # recompute G's activations in backward: less memory, one more G forward
     d.GEN_INIT = "kaiming"
 
     # ---- D (Table 8): multi-scale PatchGAN

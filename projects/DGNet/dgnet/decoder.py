@@ -6,6 +6,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from fastreid_gan.layers import AdaINParams, Conv2dBlock, ResBlocks, init_weights
 
@@ -58,6 +59,9 @@ class AdaINDecoder(nn.Module):
         n_upsample: x2 upsampling stages (2). out_channels: 3.
         dropout: dropout on the structure code (published ``Dropout(p=0)``, i.e. off).
         init: :func:`fastreid_gan.layers.init_weights` scheme (published generator: ``"kaiming"``).
+        checkpoint: in training, keep only the decoder's inputs and recompute its activations during backward
+            (``torch.utils.checkpoint``): the decoder holds about half of an iteration's saved activations
+            (``BENCHMARKS.md``), bought back with one more decoder forward. Same outputs and gradients.
     """
 
     def __init__(
@@ -74,9 +78,11 @@ class AdaINDecoder(nn.Module):
         pad_type: str = "reflect",
         dropout: float = 0.0,
         init: str = "kaiming",
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.checkpoint = bool(checkpoint)
         self.appearance_dim = appearance_dim
         self.n_chunks = n_chunks
         self.dropout = float(dropout)
@@ -123,6 +129,11 @@ class AdaINDecoder(nn.Module):
     def decode_with_params(self, structure: Tensor, scales: Tensor, shifts: Tensor) -> Tensor:
         """Decode with precomputed AdaIN parameters (e.g. to reuse one appearance's MLP output)."""
         x = F.dropout(structure, self.dropout, self.training) if self.dropout > 0 else structure
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            return activation_checkpoint(self._body, x, scales, shifts, use_reentrant=False)
+        return self._body(x, scales, shifts)
+
+    def _body(self, x: Tensor, scales: Tensor, shifts: Tensor) -> Tensor:
         x = self.res(x, self.split_adain_params(scales, shifts))
         return self.out(self.up(x))
 

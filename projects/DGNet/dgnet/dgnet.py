@@ -193,6 +193,7 @@ class DGNet(GANMetaArch):
             structure_input=d.STRUCTURE.INPUT,
             edge_scale=d.STRUCTURE.EDGE_SCALE,
             edge_noise=d.STRUCTURE.EDGE_NOISE,
+            dec_checkpoint=d.DECODER.CHECKPOINT,
         )
         dis = build_dgnet_discriminator(
             in_channels=3,

@@ -63,6 +63,7 @@ class DGNetGenerator(nn.Module):
             G must take the colours from the appearance code).
         edge_scale: :func:`soft_edges` ``scale`` in normalised units (0.17 ~ 10 gray levels per pixel).
         edge_noise: std of the noise added to the edge map in training (published 0.1).
+        dec_checkpoint: recompute the decoder's activations in backward (:class:`AdaINDecoder` ``checkpoint``).
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class DGNetGenerator(nn.Module):
         structure_input: str = "gray",
         edge_scale: float = 0.17,
         edge_noise: float = 0.1,
+        dec_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         if structure_input not in STRUCTURE_INPUTS:
@@ -103,7 +105,7 @@ class DGNetGenerator(nn.Module):
         )
         self.dec = AdaINDecoder(
             structure_dim, dec_n_res, appearance_dim, n_chunks, mlp_dim, mlp_layers, n_upsample, out_channels,
-            activation=activation, pad_type=pad_type, dropout=dropout, init=init,
+            activation=activation, pad_type=pad_type, dropout=dropout, init=init, checkpoint=dec_checkpoint,
         )
 
     @staticmethod

@@ -50,7 +50,7 @@ class ASPP(nn.Module):
 
 
 class StructureEncoder(nn.Module):
-    """E_s: gray image -> structure code (Table 6: 1x256x128 -> 128x64x32).
+    """E_s: one-channel image (gray, or its edge map) -> structure code (Table 6: 1x256x128 -> 128x64x32).
 
     ``convs``: 3x3 Conv2dBlocks with ``widths`` / ``strides`` (published: 16 s2, 32, 32, 64 s2), all
     InstanceNorm + LReLU(0.2), reflect padding; ``res``: ``n_res`` ResBlocks (IN); ``aspp``: :class:`ASPP` with
