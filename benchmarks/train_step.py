@@ -3,7 +3,7 @@
 
     python benchmarks/train_step.py                       # CPU, batch 2 (+2 positives), 5 timed iterations
     python benchmarks/train_step.py --batch 8 --amp bf16  # on a GPU: batch 8 with mixed precision
-    python benchmarks/train_step.py --checkpoint-decoder  # MODEL.DGNET.DECODER.CHECKPOINT True
+    python benchmarks/train_step.py --checkpoint none     # store every activation (market.yml recomputes them)
 
 Every warm-up loss is switched on (the most expensive iteration of the published schedule), weights are random,
 the data is the tiny synthetic dataset resized to 256x128 by the config. In the same run it times a plain
@@ -19,6 +19,7 @@ import resource
 import statistics
 import tempfile
 import time
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -34,7 +35,14 @@ WARM_UP_ON = {"RECON_F": [1.0], "RECON_S": [1.0], "RECON_X_CYC": [2.0], "PRIM": 
               "ID_FINE": [0.4]}
 
 
-def build_trainer(batch: int, device: str, amp: str, workdir: str, checkpoint_decoder: bool = False) -> GANTrainer:
+#: --checkpoint names -> the config node whose CHECKPOINT key they set
+CHECKPOINT_NODES = {"structure": "STRUCTURE", "decoder": "DECODER", "appearance": "APPEARANCE",
+                    "discriminator": "DISCRIMINATOR"}
+
+
+def build_trainer(batch: int, device: str, amp: str, workdir: str,
+                  checkpoint: Optional[Sequence[str]] = None) -> GANTrainer:
+    """``checkpoint``: the sub-networks that recompute their activations in backward (None: as market.yml says)."""
     teacher_config = os.path.join(REPO, "configs/Market1501/baseline_R50.yml")
     tcfg = merge_config(get_cfg(), teacher_config, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu",
                                                      "MODEL.HEADS.NUM_CLASSES", "12"])
@@ -47,8 +55,8 @@ def build_trainer(batch: int, device: str, amp: str, workdir: str, checkpoint_de
         "DATALOADER.NUM_WORKERS", "2", "SOLVER.IMS_PER_BATCH", str(2 * batch), "SOLVER.GAN.MAX_ITER", "1000",
         "SOLVER.AMP.ENABLED", str(amp != "off"), "SOLVER.AMP.DTYPE", amp if amp != "off" else "fp16",
         "SEED", "0", "OUTPUT_DIR", os.path.join(workdir, "out"),
-        "MODEL.DGNET.DECODER.CHECKPOINT", str(checkpoint_decoder),
-    ])
+    ] + [arg for name, node in CHECKPOINT_NODES.items() if checkpoint is not None
+         for arg in (f"MODEL.DGNET.{node}.CHECKPOINT", str(name in checkpoint))])
     for key, spec in WARM_UP_ON.items():
         cfg.MODEL.DGNET.LOSS_WEIGHTS[key] = spec
     return GANTrainer(cfg)
@@ -112,6 +120,22 @@ def time_resnet50(images: int, device: str, warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
+def parse_checkpoint(text: str) -> List[str]:
+    text = text.strip()
+    if text in ("all", "none"):
+        return list(CHECKPOINT_NODES) if text == "all" else []
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in CHECKPOINT_NODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {unknown}; choose from {', '.join(CHECKPOINT_NODES)}, all or none")
+    return names
+
+
+def checkpointed_parts(cfg) -> List[str]:
+    return [name for name, node in CHECKPOINT_NODES.items() if cfg.MODEL.DGNET[node].CHECKPOINT]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=None, help="x_a (and x_b) batch: 2 on CPU, 8 on GPU by default")
@@ -119,23 +143,26 @@ def main() -> None:
     parser.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--checkpoint-decoder", action="store_true",
-                        help="MODEL.DGNET.DECODER.CHECKPOINT True: recompute G's activations in backward")
+    parser.add_argument("--checkpoint", type=parse_checkpoint, default=None, metavar="PARTS",
+                        help="sub-networks that recompute their activations in backward "
+                             "(MODEL.DGNET.<NODE>.CHECKPOINT): a comma list of "
+                             f"{', '.join(CHECKPOINT_NODES)}, 'all' or 'none'; default: as market.yml")
     args = parser.parse_args()
     batch = args.batch or (8 if args.device.startswith("cuda") else 2)
     images = 4 * batch  # x_a, x_b and one positive each, as published
 
     with tempfile.TemporaryDirectory() as workdir:
         os.environ.setdefault("FASTREID_DATASETS", os.path.join(workdir, "datasets"))
-        trainer = build_trainer(batch, args.device, args.amp, workdir, args.checkpoint_decoder)
+        trainer = build_trainer(batch, args.device, args.amp, workdir, args.checkpoint)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+        parts = checkpointed_parts(trainer.cfg)
         seconds, flops, peak = time_dgnet(trainer, args.device, args.warmup, args.iters)
         del trainer
         baseline = time_resnet50(images, args.device, args.warmup, args.iters)
 
     print(f"DG-Net market.yml, {args.device}, batch {batch} x 2 + positives ({images} images), AMP {args.amp}, "
-          f"{torch.get_num_threads()} threads, decoder checkpointing {'on' if args.checkpoint_decoder else 'off'}")
+          f"{torch.get_num_threads()} threads, recomputed in backward: {', '.join(parts) or 'nothing'}")
     print(f"  time per iteration (median of {args.iters}): {seconds:.2f} s")
     print(f"  peak memory: {peak}")
     if flops:

@@ -16,8 +16,11 @@ from fastreid_gan.layers import (
     ResBlock,
     ResBlocks,
     adaptive_instance_norm,
+    checkpointed,
     init_weights,
+    run_segments,
 )
+from fastreid_gan.losses import r1_penalty
 
 torch.set_num_threads(1)
 
@@ -271,3 +274,82 @@ def test_image_pool_global_rng_and_size_zero():
     assert torch.equal(out, x) and not out.requires_grad
     with pytest.raises(ValueError):
         ImagePool(-1)
+
+
+# ------------------------------------------------------------------------------------------------ checkpointing
+def _bn_segments() -> nn.ModuleList:
+    torch.manual_seed(0)
+    return nn.ModuleList([nn.Sequential(nn.Conv2d(c, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True))
+                          for c in (3, 6, 6)])
+
+
+def _run(segments: nn.ModuleList, x: torch.Tensor, **kwargs):
+    x = x.clone().requires_grad_(True)
+    out = run_segments(list(segments), x, **kwargs)
+    out.square().mean().backward()
+    grads = {k: p.grad for k, p in segments.named_parameters()}
+    stats = {k: b.clone() for k, b in segments.named_buffers()}
+    return out.detach(), x.grad, grads, stats
+
+
+def test_checkpointed_segments_same_gradients_and_batchnorm_statistics():
+    x = torch.randn(4, 3, 8, 6)
+    plain, ck = _bn_segments(), _bn_segments()
+    out, gx, grads, stats = _run(plain, x)
+    out_ck, gx_ck, grads_ck, stats_ck = _run(ck, x, checkpoint=True)
+    torch.testing.assert_close(out_ck, out)
+    torch.testing.assert_close(gx_ck, gx)
+    for k in grads:
+        torch.testing.assert_close(grads_ck[k], grads[k])
+    # the recomputation in backward did not move the running statistics a second time
+    for k in stats:
+        torch.testing.assert_close(stats_ck[k], stats[k])
+    assert int(stats_ck["0.1.num_batches_tracked"]) == 1
+
+
+def test_frozen_segments_leave_parameters_and_statistics_alone():
+    x = torch.randn(4, 3, 8, 6)
+    live, frozen = _bn_segments(), _bn_segments()
+    before = {k: b.clone() for k, b in frozen.named_buffers()}
+    with torch.no_grad():
+        frozen_ref = _bn_segments()
+    for checkpoint in (False, True):
+        out, gx, grads, stats = _run(frozen, x, frozen=True, checkpoint=checkpoint)
+        assert all(g is None for g in grads.values())  # even when recomputed after the call returned
+        for k in stats:
+            assert torch.equal(stats[k], before[k]), k
+        # the input gradient is that of the live network in training mode
+        out_live, gx_live, _, _ = _run(live, x)
+        torch.testing.assert_close(out, out_live)
+        torch.testing.assert_close(gx, gx_live)
+        live.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(frozen.parameters(), frozen_ref.parameters()))
+
+
+def test_checkpointed_runs_plainly_without_gradients():
+    calls = []
+    net = nn.Linear(3, 2)
+
+    def fn(t):
+        calls.append(torch.is_grad_enabled())
+        return net(t)
+
+    with torch.no_grad():
+        checkpointed(fn, torch.randn(2, 3), module=net)
+    assert calls == [False]
+
+
+def test_multiscale_discriminator_checkpoint_with_r1_double_backward():
+    def d_grads(checkpoint: bool):
+        torch.manual_seed(0)
+        net = MultiScaleDiscriminator(n_scales=2, checkpoint=checkpoint, in_channels=3,
+                                      convs=[(8, 3, 2, 1)], n_res=1)
+        real = torch.randn(2, 3, 16, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        outs = net(real)
+        loss = sum(o.mean() for o in outs) + r1_penalty(outs, real)
+        loss.backward()
+        return {k: p.grad for k, p in net.named_parameters()}
+
+    plain, ck = d_grads(False), d_grads(True)
+    for k in plain:
+        torch.testing.assert_close(ck[k], plain[k], rtol=1e-5, atol=1e-7)

@@ -11,6 +11,7 @@ from .blocks import (
     make_activation,
     make_norm,
 )
+from .checkpoint import checkpointed, frozen_call, keep_batchnorm_stats, run_segments
 from .discriminator import ConvSpec, MultiScaleDiscriminator, PatchDiscriminator
 from .image_pool import ImagePool
 from .init import INIT_TYPES, init_weights
@@ -32,7 +33,11 @@ __all__ = [
     "ResBlock",
     "ResBlocks",
     "adaptive_instance_norm",
+    "checkpointed",
+    "frozen_call",
     "init_weights",
+    "keep_batchnorm_stats",
     "make_activation",
     "make_norm",
+    "run_segments",
 ]

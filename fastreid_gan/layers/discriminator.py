@@ -14,6 +14,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 from torch import Tensor, nn
 
 from .blocks import Conv2dBlock, IntOrPair, ResBlock
+from .checkpoint import run_segments
 from .init import init_weights
 
 __all__ = ["ConvSpec", "PatchDiscriminator", "MultiScaleDiscriminator"]
@@ -57,6 +58,9 @@ class PatchDiscriminator(nn.Module):
             PatchGAN 4/1 (an (h, w) pair is allowed).
         out_channels: channels of the output map (1 for real/fake scores).
         init: :func:`init_weights` scheme (DG-Net and PatchGAN: ``"gaussian"``, N(0, 0.02)).
+        checkpoint: keep only each block's input for backward and recompute the rest there
+            (:func:`~fastreid_gan.layers.checkpoint.run_segments`; R1's double backward included). Same outputs
+            and gradients for one more forward.
     Output: raw scores (no sigmoid), (B, out_channels, h, w).
     """
 
@@ -73,8 +77,10 @@ class PatchDiscriminator(nn.Module):
         head_padding: IntOrPair = 0,
         out_channels: int = 1,
         init: str = "gaussian",
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         specs = [ConvSpec.coerce(s) for s in convs]
         if not specs:
             raise ValueError("PatchDiscriminator needs at least one conv spec")
@@ -96,6 +102,8 @@ class PatchDiscriminator(nn.Module):
         init_weights(self, init)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        if self.checkpoint:
+            return run_segments([*self.body, self.head], x, checkpoint=True)
         return self.head(self.body(x))
 
     @classmethod

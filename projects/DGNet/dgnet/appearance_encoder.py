@@ -12,6 +12,8 @@ from torch import Tensor, nn
 import fastreid_gan  # noqa: F401  (applies the fastreid 1.4.0 compatibility fixes before fastreid is imported)
 from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet, model_urls
 
+from fastreid_gan.layers import run_segments
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassifierHead", "AppearanceEncoder", "load_imagenet_resnet"]
@@ -138,6 +140,8 @@ class AppearanceEncoder(nn.Module):
             searched for torchvision's file; nothing is downloaded. A missing file is a FileNotFoundError.
         detach_appearance: detach the appearance code (published behaviour).
         torchvision_stem: see above.
+        checkpoint: keep only the inputs of the stem and of each residual block for backward and recompute the
+            rest there (one more backbone forward; BatchNorm running statistics move once, as without it).
     Forward: images (B, 3, H, W), already normalised -> dict with ``appearance``, ``pooled``, ``logits_prim``,
     ``logits_fine``, ``bottleneck_prim``, ``bottleneck_fine``, ``feature_map`` (B, C, H/16, W/16).
     """
@@ -156,6 +160,7 @@ class AppearanceEncoder(nn.Module):
         pretrain_path: str = "",
         detach_appearance: bool = True,
         torchvision_stem: bool = True,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         key = _depth_key(depth)
@@ -171,6 +176,7 @@ class AppearanceEncoder(nn.Module):
                     f"is in the torch cache; set MODEL.BACKBONE.PRETRAIN_PATH (e.g. to resnet{key[:-1]}-*.pth)"
                 )
             load_imagenet_resnet(self.backbone, path)
+        self.checkpoint = bool(checkpoint)
         self.out_channels = 512 * block.expansion
         self.parts = parts
         self.appearance_dim = self.out_channels * parts
@@ -180,8 +186,21 @@ class AppearanceEncoder(nn.Module):
         self.head_prim = ClassifierHead(self.out_channels, num_classes, bottleneck_dim, dropout_prim)
         self.head_fine = ClassifierHead(self.out_channels, num_classes, bottleneck_dim, dropout_fine)
 
+    def features(self, images: Tensor, frozen: bool = False) -> Tensor:
+        """The backbone's layer4 map (B, C, H/16, W/16) (H/32 with last_stride 2).
+
+        ``frozen``: run with detached parameters and cloned BatchNorm buffers, so that gradients reach ``images``
+        only and the running statistics stay as they are: the published code's per-iteration deep copy of E_a.
+        """
+        return run_segments(self._segments(), images, checkpoint=self.checkpoint, frozen=frozen)
+
+    def _segments(self) -> List[nn.Module]:
+        # fastreid's ResNet.forward without its (disabled) non-local hooks, one segment per residual block
+        b = self.backbone
+        return [nn.Sequential(b.conv1, b.bn1, b.relu, b.maxpool), *b.layer1, *b.layer2, *b.layer3, *b.layer4]
+
     def forward(self, images: Tensor) -> Dict[str, Tensor]:  # noqa: D102
-        fmap = self.backbone(images)
+        fmap = self.features(images)
         appearance = self.part_pool(fmap).flatten(1)  # (B, C, parts, 1) -> index c * parts + p
         if self.detach_appearance:
             appearance = appearance.detach()

@@ -47,6 +47,7 @@ def add_dgnet_config(cfg: CN) -> None:
     d.APPEARANCE.DROPOUT_PRIM = 0.5
     d.APPEARANCE.DROPOUT_FINE = 0.75
     d.APPEARANCE.TORCHVISION_STEM = True  # max-pool with padding 1, as the published net and ImageNet weights
+    d.APPEARANCE.CHECKPOINT = False  # recompute E_a's activations in backward, block by block
 
     # ---- E_s (Table 6): 1x256x128 gray -> 128x64x32
     d.STRUCTURE = CN()
@@ -59,6 +60,7 @@ def add_dgnet_config(cfg: CN) -> None:
     d.STRUCTURE.INPUT = "gray"  # published `single`: "gray" (paper Sec. 3.1) or "edge" (dgnet.generator.soft_edges)
     d.STRUCTURE.EDGE_SCALE = 0.17  # "edge": normalised intensity step per pixel where an edge saturates
     d.STRUCTURE.EDGE_NOISE = 0.1  # "edge": noise added in training (published 0.1)
+    d.STRUCTURE.CHECKPOINT = False  # recompute E_s's activations in backward, block by block
 
     # ---- G (Table 7): AdaIN ResBlocks fed by per-chunk MLPs of the appearance code
     d.DECODER = CN()
@@ -68,7 +70,7 @@ def add_dgnet_config(cfg: CN) -> None:
     d.DECODER.MLP_DIM = 512
     d.DECODER.MLP_LAYERS = 3
     d.DECODER.DROPOUT = 0.0
-    d.DECODER.CHECKPOINT = False  # recompute G's activations in backward: less memory, one more G forward
+    d.DECODER.CHECKPOINT = False  # recompute G's activations in backward, block by block
     d.GEN_INIT = "kaiming"
 
     # ---- D (Table 8): multi-scale PatchGAN
@@ -79,6 +81,7 @@ def add_dgnet_config(cfg: CN) -> None:
     d.DISCRIMINATOR.N_RES = 4
     d.DISCRIMINATOR.NORM = "none"
     d.DISCRIMINATOR.INIT = "gaussian"
+    d.DISCRIMINATOR.CHECKPOINT = False  # recompute D's activations in backward, scale by scale
 
     # ---- teacher (Eq. 8): a fastreid ID-loss baseline on the same training set
     d.TEACHER = CN()

@@ -6,9 +6,8 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from fastreid_gan.layers import AdaINParams, Conv2dBlock, ResBlocks, init_weights
+from fastreid_gan.layers import AdaINParams, Conv2dBlock, ResBlocks, checkpointed, init_weights, run_segments
 
 __all__ = ["MLP", "AdaINDecoder"]
 
@@ -37,6 +36,11 @@ class MLP(nn.Module):
         return x
 
 
+def _adain_block(block: nn.Module, x: Tensor, *adain: Tensor) -> Tensor:
+    """``block(x, pairs)`` with the AdaIN (scale, shift) pairs passed flat, as checkpointing wants tensors."""
+    return block(x, list(zip(adain[0::2], adain[1::2])))
+
+
 class AdaINDecoder(nn.Module):
     """G: (structure code, appearance code) -> image in normalised space (NO tanh, as published).
 
@@ -59,9 +63,10 @@ class AdaINDecoder(nn.Module):
         n_upsample: x2 upsampling stages (2). out_channels: 3.
         dropout: dropout on the structure code (published ``Dropout(p=0)``, i.e. off).
         init: :func:`fastreid_gan.layers.init_weights` scheme (published generator: ``"kaiming"``).
-        checkpoint: in training, keep only the decoder's inputs and recompute its activations during backward
-            (``torch.utils.checkpoint``): the decoder holds about half of an iteration's saved activations
-            (``BENCHMARKS.md``), bought back with one more decoder forward. Same outputs and gradients.
+        checkpoint: keep only the input of each residual block, upsampling stage and output conv for backward and
+            recompute the rest there, one segment at a time (:func:`fastreid_gan.layers.checkpointed`): the
+            decoder holds about half of an iteration's saved activations (``BENCHMARKS.md``), bought back with one
+            more decoder forward. Same outputs and gradients.
     """
 
     def __init__(
@@ -129,13 +134,13 @@ class AdaINDecoder(nn.Module):
     def decode_with_params(self, structure: Tensor, scales: Tensor, shifts: Tensor) -> Tensor:
         """Decode with precomputed AdaIN parameters (e.g. to reuse one appearance's MLP output)."""
         x = F.dropout(structure, self.dropout, self.training) if self.dropout > 0 else structure
-        if self.checkpoint and self.training and torch.is_grad_enabled():
-            return activation_checkpoint(self._body, x, scales, shifts, use_reentrant=False)
-        return self._body(x, scales, shifts)
-
-    def _body(self, x: Tensor, scales: Tensor, shifts: Tensor) -> Tensor:
-        x = self.res(x, self.split_adain_params(scales, shifts))
-        return self.out(self.up(x))
+        pairs = iter(self.split_adain_params(scales, shifts))
+        for block in self.res.blocks:
+            adain = [t for _ in range(block.num_adain_layers) for t in next(pairs)]
+            x = checkpointed(_adain_block, block, x, *adain) if self.checkpoint else _adain_block(block, x, *adain)
+        # one segment per upsampling stage (upsample + conv) and per output conv
+        up = [self.up[i:i + 2] for i in range(0, len(self.up), 2)]
+        return run_segments([*up, *self.out], x, checkpoint=self.checkpoint)
 
     def forward(self, structure: Tensor, appearance: Tensor) -> Tensor:
         """structure (B, in_channels, h, w), appearance (B, appearance_dim) -> image (B, out_channels, 4h, 4w)."""

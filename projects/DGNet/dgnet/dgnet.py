@@ -18,13 +18,18 @@ weights (``MODEL.DGNET.LOSS_WEIGHTS``) apply unchanged.
 Cost.  Each iteration computes what its phases need once: E_a runs once with gradients on the (randomly
 erased) 4n ID inputs and the appearance codes of the samples erasing left alone come from that same pass (only
 the erased ones get a gradient-free clean pass; the published code runs E_a on all clean inputs and again on
-all erased ones); the "frozen copy" of E_a for Eq. 4 / Eq. 6 is ``torch.func.functional_call`` with detached
-parameters (the published code deep-copies E_a every iteration); the six first-level decoder outputs are one
-decoder pass of 6n images, the cycle reconstructions one more, and D sees real and fake images in one pass.
-Terms whose weight is 0 at this iteration (the warm-up terms before 30K) are not computed.  At full size
-(x_a 2 + x_b 2 + 4 positives, 256x128, 2 CPU threads) one iteration with every warm-up term on is about
-1.3 TFLOP, 80% of it in convolutions (decoder ~48%, E_a and teacher ~33%, D ~19%): ~10.5 s here against
-16.5 s measured for the published code on the same kind of machine.
+all erased ones); the "frozen copy" of E_a for Eq. 4 / Eq. 6 is E_a run with detached parameters and cloned
+BatchNorm buffers (``AppearanceEncoder.features(frozen=True)``; the published code deep-copies E_a every
+iteration); the six first-level decoder outputs are one decoder pass of 6n images, the cycle reconstructions one
+more, and D sees real and fake images in one pass.  Terms whose weight is 0 at this iteration (the warm-up terms
+before 30K) are not computed.  At full size (x_a 2 + x_b 2 + 4 positives, 256x128, 2 CPU threads) one iteration
+with every warm-up term on is about 1.3 TFLOP, 80% of it in convolutions (decoder ~48%, E_a and teacher ~33%,
+D ~19%): ~9.4 s here against 16.5 s measured for the published code on the same kind of machine.
+
+Memory.  Every sub-network can recompute its activations in backward instead of storing them
+(``MODEL.DGNET.{APPEARANCE,STRUCTURE,DECODER,DISCRIMINATOR}.CHECKPOINT``, on in the full-size configs;
+:mod:`fastreid_gan.layers.checkpoint`): the same gradients and BatchNorm statistics for ~30% more FLOPs, and at
+batch 8 43% of the peak memory (``BENCHMARKS.md``).
 
 Deliberate differences from the published code (NVlabs/DG-Net trainer.py):
 
@@ -50,7 +55,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
@@ -172,6 +176,7 @@ class DGNet(GANMetaArch):
             pretrain_path=cfg.MODEL.BACKBONE.PRETRAIN_PATH,
             detach_appearance=True,
             torchvision_stem=d.APPEARANCE.TORCHVISION_STEM,
+            checkpoint=d.APPEARANCE.CHECKPOINT,
         )
         gen = DGNetGenerator(
             in_channels=1,
@@ -193,6 +198,7 @@ class DGNet(GANMetaArch):
             structure_input=d.STRUCTURE.INPUT,
             edge_scale=d.STRUCTURE.EDGE_SCALE,
             edge_noise=d.STRUCTURE.EDGE_NOISE,
+            enc_checkpoint=d.STRUCTURE.CHECKPOINT,
             dec_checkpoint=d.DECODER.CHECKPOINT,
         )
         dis = build_dgnet_discriminator(
@@ -203,6 +209,7 @@ class DGNet(GANMetaArch):
             n_res=d.DISCRIMINATOR.N_RES,
             norm=d.DISCRIMINATOR.NORM,
             init=d.DISCRIMINATOR.INIT,
+            checkpoint=d.DISCRIMINATOR.CHECKPOINT,
         )
         weights = {name: list(d.LOSS_WEIGHTS[key]) for key, name in DGNET_LOSS_KEYS.items()}
         frozen_cfg = cfg.clone()
@@ -299,7 +306,7 @@ class DGNet(GANMetaArch):
     # ------------------------------------------------------------------ training
     def _appearance_code(self, x: Tensor) -> Tensor:
         """E_a's appearance code without the heads (their BatchNorm1d cannot run on one sample in training)."""
-        return self.id.part_pool(self.id.backbone(x)).flatten(1)
+        return self.id.part_pool(self.id.features(x)).flatten(1)
 
     def _frozen_id(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """(appearance code, primary logits) of E_a with its parameters detached: gradients reach ``x`` only.
@@ -309,9 +316,7 @@ class DGNet(GANMetaArch):
         buffers are cloned so the real running statistics are untouched, and the head is applied without
         dropout, as the copy's eval mode does.
         """
-        params = {k: v.detach() for k, v in self.id.backbone.named_parameters()}
-        buffers = {k: v.clone() for k, v in self.id.backbone.named_buffers()}
-        fmap = functional_call(self.id.backbone, (params, buffers), (x,))
+        fmap = self.id.features(x, frozen=True)
         code = self.id.part_pool(fmap).flatten(1)
         if self.detach_recon_code:
             code = code.detach()
@@ -324,9 +329,7 @@ class DGNet(GANMetaArch):
 
     def _frozen_structure(self, gray: Tensor) -> Tensor:
         """E_s with detached parameters (gradients reach the input only); E_s has no buffers."""
-        enc = self.gen.enc_structure
-        params = {k: v.detach() for k, v in enc.named_parameters()}
-        return functional_call(enc, params, (gray,))
+        return self.gen.enc_structure(gray, frozen=True)
 
     def forward_train(self, batch: Dict[str, Any], ctx: StepContext) -> Dict[str, Any]:
         """Encode, generate every image the phases need (one decoder pass), and run the ID branch once."""

@@ -28,12 +28,14 @@ def build_dgnet_discriminator(
     norm: str = "none",
     pad_type: str = "reflect",
     init: str = "gaussian",
+    checkpoint: bool = False,
 ) -> MultiScaleDiscriminator:
     """D as published (config ``dis``: dim 32, n_layer 2, n_res 4, norm none, lrelu, reflect, 3 scales).
 
     Per scale: :func:`dgnet_discriminator_convs`, ``n_res`` ResBlocks (no norm), conv1x1 -> 1; scales see the
     image average-pooled (3, s2, p1). At 256x128 the outputs are (B,1,64,32), (B,1,32,16), (B,1,16,8).
-    Weights N(0, 0.02), biases 0 (published ``weights_init('gaussian')``).
+    Weights N(0, 0.02), biases 0 (published ``weights_init('gaussian')``). ``checkpoint``: see
+    :class:`~fastreid_gan.layers.PatchDiscriminator`.
     """
     return MultiScaleDiscriminator(
         n_scales=n_scales,
@@ -45,4 +47,5 @@ def build_dgnet_discriminator(
         head_kernel=1,
         head_padding=0,
         init=init,
+        checkpoint=checkpoint,
     )

@@ -63,7 +63,8 @@ class DGNetGenerator(nn.Module):
             G must take the colours from the appearance code).
         edge_scale: :func:`soft_edges` ``scale`` in normalised units (0.17 ~ 10 gray levels per pixel).
         edge_noise: std of the noise added to the edge map in training (published 0.1).
-        dec_checkpoint: recompute the decoder's activations in backward (:class:`AdaINDecoder` ``checkpoint``).
+        enc_checkpoint, dec_checkpoint: recompute E_s's / G's activations in backward (``checkpoint`` of
+            :class:`StructureEncoder` / :class:`AdaINDecoder`).
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class DGNetGenerator(nn.Module):
         structure_input: str = "gray",
         edge_scale: float = 0.17,
         edge_noise: float = 0.1,
+        enc_checkpoint: bool = False,
         dec_checkpoint: bool = False,
     ) -> None:
         super().__init__()
@@ -101,7 +103,7 @@ class DGNetGenerator(nn.Module):
         self.edge_noise = float(edge_noise)
         self.enc_structure = StructureEncoder(
             in_channels, enc_widths, enc_strides, enc_n_res, structure_dim, aspp=aspp, dilations=dilations,
-            activation=activation, pad_type=pad_type, init=init,
+            activation=activation, pad_type=pad_type, init=init, checkpoint=enc_checkpoint,
         )
         self.dec = AdaINDecoder(
             structure_dim, dec_n_res, appearance_dim, n_chunks, mlp_dim, mlp_layers, n_upsample, out_channels,

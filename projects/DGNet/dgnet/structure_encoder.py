@@ -6,7 +6,7 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
-from fastreid_gan.layers import Conv2dBlock, ResBlocks, init_weights
+from fastreid_gan.layers import Conv2dBlock, ResBlocks, init_weights, run_segments
 
 __all__ = ["ASPP", "StructureEncoder"]
 
@@ -67,6 +67,7 @@ class StructureEncoder(nn.Module):
         aspp_channels: ASPP branch width (default ``widths[-1] // 2``).
         dilations: ASPP dilations.
         init: :func:`fastreid_gan.layers.init_weights` scheme (published generator: ``"kaiming"``).
+        checkpoint: keep only the input of each conv / residual block / ASPP for backward and recompute the rest.
     Forward: (B, in_channels, H, W) -> (B, out_channels, H / 4, W / 4). The dilation-9 branch reflect-pads by 9,
     so the structure map must be at least 10 px in each direction (input >= 40 px with the default strides).
     """
@@ -85,8 +86,10 @@ class StructureEncoder(nn.Module):
         activation: str = "lrelu",
         pad_type: str = "reflect",
         init: str = "kaiming",
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         widths, strides = list(widths), list(strides)
         if len(widths) != len(strides) or not widths:
             raise ValueError(f"widths {widths} and strides {strides} must be non-empty and equally long")
@@ -106,6 +109,7 @@ class StructureEncoder(nn.Module):
             self.proj = Conv2dBlock(ch, out_channels, 1, norm=norm, activation="none", pad_type=pad_type)
         init_weights(self, init)
 
-    def forward(self, gray: Tensor) -> Tensor:  # noqa: D102
-        x = self.res(self.convs(gray))
-        return self.aspp(x) if self.use_aspp else self.proj(x)
+    def forward(self, gray: Tensor, frozen: bool = False) -> Tensor:
+        """Structure code; ``frozen``: with detached parameters, so gradients reach ``gray`` only."""
+        segments = [*self.convs, *self.res.blocks, self.aspp if self.use_aspp else self.proj]
+        return run_segments(segments, gray, checkpoint=self.checkpoint, frozen=frozen)
