@@ -339,13 +339,18 @@ def test_checkpointed_runs_plainly_without_gradients():
     assert calls == [False]
 
 
-def test_multiscale_discriminator_checkpoint_with_r1_double_backward():
+@pytest.mark.parametrize("build", [
+    lambda ck: MultiScaleDiscriminator(n_scales=2, checkpoint=ck, in_channels=3, convs=[(8, 3, 2, 1)], n_res=1),
+    lambda ck: PatchDiscriminator.patchgan70(3, 8, "in", checkpoint=ck),
+], ids=["multiscale", "patchgan70"])
+def test_discriminator_checkpoint_with_r1_double_backward(build):
     def d_grads(checkpoint: bool):
         torch.manual_seed(0)
-        net = MultiScaleDiscriminator(n_scales=2, checkpoint=checkpoint, in_channels=3,
-                                      convs=[(8, 3, 2, 1)], n_res=1)
-        real = torch.randn(2, 3, 16, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        net = build(checkpoint)
+        assert all(m.checkpoint == checkpoint for m in net.modules() if isinstance(m, PatchDiscriminator))
+        real = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
         outs = net(real)
+        outs = outs if isinstance(outs, list) else [outs]
         loss = sum(o.mean() for o in outs) + r1_penalty(outs, real)
         loss.backward()
         return {k: p.grad for k, p in net.named_parameters()}

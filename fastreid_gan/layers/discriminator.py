@@ -117,6 +117,7 @@ class PatchDiscriminator(nn.Module):
         norm_bias: bool = False,
         paddings: Optional[Sequence[IntOrPair]] = None,
         init: str = "gaussian",
+        checkpoint: bool = False,
     ) -> "PatchDiscriminator":
         """pix2pix/CycleGAN ``NLayerDiscriminator`` (70x70 receptive field for ``n_layers=3``).
 
@@ -132,7 +133,8 @@ class PatchDiscriminator(nn.Module):
             last = i == n_layers
             specs.append(ConvSpec(ndf * min(2 ** i, 8), 4, 1 if last else 2, last_pad if last else 1, norm,
                                   "lrelu", norm_bias))
-        return cls(in_channels, specs, pad_type="zero", head_kernel=4, head_padding=head_pad, init=init)
+        return cls(in_channels, specs, pad_type="zero", head_kernel=4, head_padding=head_pad, init=init,
+                   checkpoint=checkpoint)
 
 
 class MultiScaleDiscriminator(nn.Module):
