@@ -9,16 +9,16 @@ export FASTREID_DATASETS ?= $(CURDIR)/datasets
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench gpu-wheels gpu-check clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# a working torch/torchvision pair already importable is kept; else the tested pair is installed
 	$(PY) -c "import torch, torchvision.ops" 2>/dev/null || \
 		$(PY) -m pip install -q "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
-	# fastreid 1.4.0 pins torch 1.13: --no-deps, its real needs are in setup.cfg, fastreid_gan.compat adapts it
+	# fastreid 1.4.0 pins torch 1.13: --no-deps, its real needs are in pyproject.toml, fastreid_gan.compat adapts it
 	$(PY) -m pip install -q --no-deps "fastreid==1.4.0"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
@@ -26,13 +26,24 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: venv
 	$(PY) tools/demo.py --output-dir logs/demo
 
+# the core's tests (tests/) and every project's (projects/<Method>/tests/): pyproject.toml's testpaths
 test: venv
-	$(PY) -m pytest tests -q -p no:cacheprovider --timeout=900
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
 bench: venv
 	$(PY) benchmarks/eval_bench.py
 	$(PY) benchmarks/full_ranking.py
 	$(PY) benchmarks/train_step.py
+
+# wheels the GPU machine (device tool, no network) lacks, for its CPython 3.12; carry .gpu-wheels there
+gpu-wheels:
+	bash benchmarks/gpu_wheels.sh
+
+# the prepared GPU check; needs no .venv (uses .venv/bin/python when there, else python3); without CUDA every
+# part skips with one line (GPU_CHECK_ARGS=--cpu-smoke: toy sizes on the CPU). The OMP_NUM_THREADS=2 this
+# Makefile sets is dropped (one passed in is kept), so the CPU side of the GPU comparisons gets every core.
+gpu-check:
+	$(if $(filter file,$(origin OMP_NUM_THREADS)),env -u OMP_NUM_THREADS) bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf logs build *.egg-info

@@ -4,6 +4,7 @@
     python benchmarks/train_step.py                       # CPU, batch 2 (+2 positives), 5 timed iterations
     python benchmarks/train_step.py --batch 8 --amp bf16  # on a GPU: batch 8 with mixed precision
     python benchmarks/train_step.py --checkpoint none     # store every activation (market.yml recomputes them)
+    python benchmarks/train_step.py --json figures.json   # also write the figures as JSON (benchmarks/gpu_check.py)
 
 Every warm-up loss is switched on (the most expensive iteration of the published schedule), weights are random,
 the data is the tiny synthetic dataset resized to 256x128 by the config. In the same run it times a plain
@@ -14,12 +15,14 @@ DG-Net code takes 16.5 s per iteration and 5.1 GB; on a GPU at batch 8 it needs 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
 import tempfile
 import time
-from typing import List, Optional, Sequence
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -67,7 +70,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_dgnet(trainer: GANTrainer, device: str, warmup: int, iters: int):
+def time_dgnet(trainer: GANTrainer, device: str, warmup: int, iters: int, count_flops: bool = True):
+    """(median seconds per iteration, FLOPs of one iteration or None, peak memory figures, all timed seconds)."""
     trainer.model.train()
     trainer._data_iter = iter(trainer.data_loader)
     times = []
@@ -80,39 +84,56 @@ def time_dgnet(trainer: GANTrainer, device: str, warmup: int, iters: int):
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-        peak = peak_memory(device)  # before the FLOP-counted step, which may hold more
+        peak = peak_memory_stats(device)  # before the FLOP-counted step, which may hold more
         flops = None
-        try:
-            from torch.utils.flop_counter import FlopCounterMode
+        if count_flops:
+            try:
+                from torch.utils.flop_counter import FlopCounterMode
 
-            trainer.iter = warmup + iters
-            with FlopCounterMode(display=False) as counter:
-                trainer.run_step()
-            flops = counter.get_total_flops()
-        except Exception as exc:  # the counter does not support every op on every version
-            print(f"(FLOP count unavailable: {exc})")
-    return statistics.median(times), flops, peak
+                trainer.iter = warmup + iters
+                with FlopCounterMode(display=False) as counter:
+                    trainer.run_step()
+                flops = counter.get_total_flops()
+            except Exception as exc:  # the counter does not support every op on every version
+                print(f"(FLOP count unavailable: {exc})")
+    return statistics.median(times), flops, peak, times
 
 
-def peak_memory(device: str) -> str:
+def peak_memory_stats(device: str) -> Dict[str, Any]:
+    """Peak memory so far: the CUDA caching allocator's high-water marks, or the process's peak RSS on CPU."""
     if device.startswith("cuda"):
-        return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU (max allocated)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (process high-water mark)"
+        return {"kind": "cuda", "max_allocated_bytes": torch.cuda.max_memory_allocated(),
+                "max_reserved_bytes": torch.cuda.max_memory_reserved()}
+    return {"kind": "rss", "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def time_resnet50(images: int, device: str, warmup: int, iters: int) -> float:
+def peak_memory(device: str, stats: Optional[Dict[str, Any]] = None) -> str:
+    stats = stats or peak_memory_stats(device)
+    if stats["kind"] == "cuda":
+        return (f"{stats['max_allocated_bytes'] / 2**30:.2f} GiB GPU (max allocated; "
+                f"{stats['max_reserved_bytes'] / 2**30:.2f} GiB reserved)")
+    return f"{stats['max_rss_bytes'] / 2**30:.2f} GiB RSS (process high-water mark)"
+
+
+def time_resnet50(images: int, device: str, warmup: int, iters: int, amp: str = "off") -> float:
+    """Median seconds of a ResNet-50 forward+backward+SGD step; under autocast when ``amp`` is on (CUDA), so that
+    the ratio compares like with like."""
     import torchvision
 
     model = torchvision.models.resnet50(num_classes=751).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(images, 3, 256, 128, device=device)
     y = torch.randint(0, 751, (images,), device=device)
+    use_amp = amp != "off" and device.startswith("cuda")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     times = []
     for i in range(warmup + iters):
         sync(device)
         start = time.perf_counter()
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with torch.autocast("cuda", dtype=dtype, enabled=use_amp):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()  # no loss scaling: it changes the figures, not the time
         optimizer.step()
         sync(device)
         if i >= warmup:
@@ -147,6 +168,8 @@ def main() -> None:
                         help="sub-networks that recompute their activations in backward "
                              "(MODEL.DGNET.<NODE>.CHECKPOINT): a comma list of "
                              f"{', '.join(CHECKPOINT_NODES)}, 'all' or 'none'; default: as market.yml")
+    parser.add_argument("--skip-flops", action="store_true", help="do not run the extra FLOP-counted iteration")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args()
     batch = args.batch or (8 if args.device.startswith("cuda") else 2)
     images = 4 * batch  # x_a, x_b and one positive each, as published
@@ -157,18 +180,46 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         parts = checkpointed_parts(trainer.cfg)
-        seconds, flops, peak = time_dgnet(trainer, args.device, args.warmup, args.iters)
+        seconds, flops, peak, times = time_dgnet(trainer, args.device, args.warmup, args.iters,
+                                                 count_flops=not args.skip_flops)
         del trainer
-        baseline = time_resnet50(images, args.device, args.warmup, args.iters)
+        baseline = time_resnet50(images, args.device, args.warmup, args.iters, args.amp)
 
     print(f"DG-Net market.yml, {args.device}, batch {batch} x 2 + positives ({images} images), AMP {args.amp}, "
           f"{torch.get_num_threads()} threads, recomputed in backward: {', '.join(parts) or 'nothing'}")
     print(f"  time per iteration (median of {args.iters}): {seconds:.2f} s")
-    print(f"  peak memory: {peak}")
+    print(f"  peak memory: {peak_memory(args.device, peak)}")
     if flops:
         print(f"  FLOPs per iteration: {flops / 1e12:.2f} TFLOP ({flops / 1e9 / seconds:.0f} GFLOP/s achieved)")
-    print(f"  ResNet-50 forward+backward on {images} images: {baseline:.2f} s -> DG-Net iteration = "
+    print(f"  ResNet-50 forward+backward on {images} images{' (same AMP)' if args.amp != 'off' else ''}: "
+          f"{baseline:.2f} s -> DG-Net iteration = "
           f"{seconds / baseline:.1f}x a ResNet-50 step")
+    if args.json:
+        write_json(args.json, {
+            "device": args.device, "batch": batch, "images": images, "amp": args.amp, "recomputed": parts,
+            "threads": torch.get_num_threads(), "warmup": args.warmup, "iters": args.iters,
+            "seconds_per_iter": seconds, "seconds_all": times, "peak_memory": peak, "flops_per_iter": flops,
+            "resnet50_seconds": baseline, "ratio_to_resnet50": seconds / baseline,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "tf32": tf32_settings(),
+        })
+
+
+def tf32_settings() -> Dict[str, Any]:
+    """TF32 changes what "fp32" means on Ampere and later GPUs: record what was in force."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer torch deprecates the allow_tf32 flags in favour of fp32_precision
+        return {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def write_json(path: str, figures: Dict[str, Any]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(figures, f, indent=2)
 
 
 if __name__ == "__main__":

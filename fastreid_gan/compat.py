@@ -22,6 +22,8 @@ unreadable image           PIL's error does not always say which dataset file fa
 ToTensor                   ``to_tensor`` reads PIL images through ``torch.ByteStorage.from_buffer``
                            (TypedStorage: deprecated, to be removed; a warning in every data worker),
                            and bit images through ``np.array(copy=False)``, a ValueError on NumPy 2
+missing dataset            ``check_before_run`` and MSMT17's constructor fail with a bare
+                           ``RuntimeError``/``AssertionError`` naming no layout
 =========================  ====================================================================
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import os.path as osp
 import subprocess
 import sys
 import types
@@ -268,6 +271,47 @@ def _fix_checkpoint_loading() -> None:
     Checkpointer._load_file = _load_file
 
 
+def _root_of(dataset: Any) -> str:
+    # Market1501/DukeMTMC keep the root in .root; MSMT17 only in .dataset_dir.
+    return str(getattr(dataset, "root", None) or getattr(dataset, "dataset_dir", None) or ".")
+
+
+def _fix_dataset_errors() -> None:
+    """Missing datasets name the searched path and the expected layout (:mod:`fastreid_gan.data.dataset_errors`).
+
+    Wraps ``ImageDataset.check_before_run`` to raise ``DatasetNotFoundError``, and checks MSMT17's root before
+    its constructor asserts on it.
+    """
+    from fastreid.data.datasets.bases import ImageDataset
+    from fastreid.data.datasets.msmt17 import MSMT17
+
+    from fastreid_gan.data.dataset_errors import DatasetNotFoundError, dataset_missing_message
+
+    original = ImageDataset.check_before_run
+    if not getattr(original, "_fastreid_gan_wrapped", False):
+        @functools.wraps(original)
+        def check_before_run(self: ImageDataset, required_files: Any) -> None:
+            files = [required_files] if isinstance(required_files, str) else list(required_files)
+            for path in files:
+                if not osp.exists(path):
+                    raise DatasetNotFoundError(dataset_missing_message(type(self).__name__, _root_of(self), path))
+            original(self, required_files)
+
+        check_before_run._fastreid_gan_wrapped = True  # type: ignore[attr-defined]
+        ImageDataset.check_before_run = check_before_run  # type: ignore[method-assign]
+
+    init = MSMT17.__init__
+    if not getattr(init, "_fastreid_gan_wrapped", False):
+        @functools.wraps(init)
+        def msmt_init(self: MSMT17, root: str = "datasets", **kwargs: Any) -> None:
+            if not any(osp.isdir(osp.join(root, d)) for d in ("MSMT17_V1", "MSMT17_V2")):
+                raise DatasetNotFoundError(dataset_missing_message("MSMT17", root))
+            init(self, root=root, **kwargs)
+
+        msmt_init._fastreid_gan_wrapped = True  # type: ignore[attr-defined]
+        MSMT17.__init__ = msmt_init  # type: ignore[method-assign]
+
+
 class UnreadableImageError(OSError):
     """An image file of a dataset could not be decoded."""
 
@@ -338,4 +382,5 @@ def apply() -> None:
     _fix_checkpoint_loading()
     _fix_read_image()
     _fix_to_tensor()
+    _fix_dataset_errors()
     _APPLIED = True

@@ -3,6 +3,12 @@
 Projects (DG-Net, FD-GAN, SPGAN ...) announce themselves through the entry-point group
 ``fastreid_gan.projects`` (``name = package:add_<method>_config``).  Loading a project imports its package,
 which runs its registry decorators, and then adds its keys, so tools never list the methods by hand.
+
+A project only ADDS keys of its own (``MODEL.<METHOD>.*``): changing a key that exists already, or adding an
+optimizer node to the shared ``SOLVER.GAN.OPTIMIZERS``, is an error, so nothing one project sets reaches a
+config of another, whatever the order in which they load.  A method's optimizer defaults are declared by its
+meta-architecture (``GANMetaArch.default_optimizers``) and written into a config by :func:`merge_config` once
+the config names that meta-architecture.
 """
 from __future__ import annotations
 
@@ -35,15 +41,46 @@ def load_projects() -> Dict[str, Callable[[CfgNode], None]]:
     return adders
 
 
+def project_packages() -> List[str]:
+    """The top-level package of every registered project (``dgnet``, ...): the names of their loggers."""
+    packages = {e.value.split(":")[0].split(".")[0] for e in metadata.entry_points(group=PROJECT_ENTRY_POINT_GROUP)}
+    return sorted(packages)
+
+
+def _flat_items(cfg: CfgNode, prefix: str = "") -> Dict[str, object]:
+    items: Dict[str, object] = {}
+    for key, value in cfg.items():
+        if isinstance(value, CfgNode):
+            items.update(_flat_items(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def add_project_config(cfg: CfgNode, name: str, add_config: Callable[[CfgNode], None]) -> None:
+    """Run project ``name``'s ``add_<method>_config(cfg)``, checking that it only adds keys of its own."""
+    before = _flat_items(cfg)
+    add_config(cfg)
+    after = _flat_items(cfg)
+    changed = sorted(k for k, v in before.items() if k not in after or after[k] != v)
+    shared = sorted(k for k in set(after) - set(before) if k.startswith("SOLVER.GAN.OPTIMIZERS."))
+    if changed or shared:
+        raise ValueError(
+            f"Project {name!r}: add_<method>_config changed keys that other methods see "
+            f"({', '.join((changed + shared)[:5])}{' ...' if len(changed) + len(shared) > 5 else ''}). "
+            f"A project adds only its own MODEL.<METHOD> keys; put its optimizer defaults in its meta-architecture's "
+            f"default_optimizers() and its settings of shared keys in its Base-*.yml."
+        )
+
+
 def get_cfg() -> CfgNode:
     """fastreid's default config extended with the engine's and every project's keys."""
     from fastreid_gan.engine.config import add_gan_engine_config
 
     cfg = fastreid_get_cfg()
-    cfg.SEED = -1  # fastreid's seed_all_rng(None) picks a random seed; >= 0 makes a run reproducible
     add_gan_engine_config(cfg)
-    for add_config in load_projects().values():
-        add_config(cfg)
+    for name, add_config in load_projects().items():
+        add_project_config(cfg, name, add_config)
     return cfg
 
 
@@ -68,8 +105,23 @@ def _unknown_key_error(cfg: CfgNode, exc: KeyError, source: str) -> ConfigKeyErr
     )
 
 
+def _meta_arch_named(cfg: CfgNode, opts: List[str]) -> str:
+    """The meta-architecture the config will have once ``opts`` are merged."""
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key == "MODEL.META_ARCHITECTURE":
+            return str(value)
+    return str(cfg.MODEL.META_ARCHITECTURE)
+
+
 def merge_config(cfg: CfgNode, config_file: Optional[str] = None, opts: Optional[Iterable[str]] = None) -> CfgNode:
-    """Merge a YAML file (with ``_BASE_`` inheritance) and ``KEY VALUE`` overrides, with clear errors."""
+    """Merge a YAML file (with ``_BASE_`` inheritance) and ``KEY VALUE`` overrides, with clear errors.
+
+    Between the two, the optimizer nodes of the config's GAN meta-architecture are completed with the method's
+    defaults (:func:`~fastreid_gan.engine.config.complete_optimizer_nodes`), so the command line can override
+    any of their keys and the dumped config holds every value used.
+    """
+    from fastreid_gan.engine.config import complete_optimizer_nodes
+
     if config_file:
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"Config file not found: {config_file}")
@@ -78,9 +130,10 @@ def merge_config(cfg: CfgNode, config_file: Optional[str] = None, opts: Optional
         except KeyError as exc:
             raise _unknown_key_error(cfg, exc, config_file) from None
     opts = list(opts or [])
+    if len(opts) % 2:
+        raise ValueError(f"Command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
+    complete_optimizer_nodes(cfg, _meta_arch_named(cfg, opts))
     if opts:
-        if len(opts) % 2:
-            raise ValueError(f"Command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
         try:
             cfg.merge_from_list(opts)
         except (KeyError, AssertionError) as exc:  # yacs asserts on unknown override keys

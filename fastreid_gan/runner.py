@@ -17,13 +17,14 @@ import torch
 import fastreid_gan  # noqa: F401  (applies the compat fixes before fastreid is used)
 from fastreid.config import CfgNode
 from fastreid.engine import default_argument_parser, default_setup
-from fastreid.modeling import build_model
-from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.logger import setup_logger
 
-from fastreid_gan.config import get_cfg, merge_config
+from fastreid_gan.config import get_cfg, merge_config, project_packages
+from fastreid_gan.engine.config import gan_meta_arch_class
+from fastreid_gan.evaluation import evaluate_on_test_datasets
+from fastreid_gan.model_loading import load_model_for_inference
+from fastreid_gan.run_outputs import write_metrics_json
 
 logger = logging.getLogger("fastreid_gan")
 
@@ -78,10 +79,7 @@ def seed_everything(seed: int) -> None:
 
 
 def is_gan_model(cfg: CfgNode) -> bool:
-    from fastreid_gan.engine import GANMetaArch
-
-    meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return isinstance(meta_arch, type) and issubclass(meta_arch, GANMetaArch)
+    return gan_meta_arch_class(cfg.MODEL.META_ARCHITECTURE) is not None
 
 
 def build_trainer(cfg: CfgNode):
@@ -90,57 +88,41 @@ def build_trainer(cfg: CfgNode):
         from fastreid_gan.engine import GANTrainer
 
         return GANTrainer(cfg)
-    from fastreid_gan.engine.baseline_trainer import BaselineTrainer
+    from fastreid_gan.baseline_trainer import BaselineTrainer
 
     return BaselineTrainer(cfg)
 
 
-def evaluate_only(cfg: CfgNode, random_init: bool = False) -> Any:
-    """``--eval-only``: load ``MODEL.WEIGHTS`` and evaluate on ``DATASETS.TESTS``.
+def evaluate_only(cfg: CfgNode, untrained: bool = False) -> Any:
+    """``--eval-only``: load ``MODEL.WEIGHTS`` and evaluate on ``DATASETS.TESTS``; writes ``metrics.json``.
 
-    ``random_init=True`` evaluates the untrained model instead (the floor that training must beat).
+    ``untrained=True`` (``--untrained``) evaluates the model with random weights instead: the floor that
+    training must beat.
     """
-    from fastreid_gan.engine.baseline_trainer import BaselineTrainer, write_metrics_json
-
-    if not random_init:
-        if not cfg.MODEL.WEIGHTS:
-            raise ValueError("--eval-only needs trained weights: add MODEL.WEIGHTS /path/to/model_final.pth")
-        if not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise FileNotFoundError(f"MODEL.WEIGHTS not found: {cfg.MODEL.WEIGHTS}")
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    if cfg.MODEL.HEADS.NUM_CLASSES == 0:
-        # retrieval does not use the classifier (its checkpoint shape is skipped with a log line)
-        cfg.MODEL.HEADS.NUM_CLASSES = 1
-    model = build_model(cfg)
-    if not random_init:
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    if is_gan_model(cfg):
-        from fastreid_gan.engine import GANTrainer
-
-        results = GANTrainer.test(cfg, model)
-    else:
-        results = BaselineTrainer.test(cfg, model)
+    model = load_model_for_inference(cfg, None if untrained else cfg.MODEL.WEIGHTS)
+    results = evaluate_on_test_datasets(cfg, model)
     if comm.is_main_process():
-        write_metrics_json(cfg.OUTPUT_DIR, results, cfg.DATASETS.TESTS)
+        write_metrics_json(cfg.OUTPUT_DIR, results)
     return results
 
 
 def setup_logging_and_output(cfg: CfgNode, args: argparse.Namespace) -> None:
     """fastreid's setup (log.txt, config.yaml, environment info) plus this project's own loggers."""
     default_setup(cfg, args)
-    for name in ("fastreid_gan", "dgnet"):
+    for name in ["fastreid_gan"] + project_packages():  # every installed project's log lines reach log.txt
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
 
 
 def main(args: argparse.Namespace) -> Any:
+    untrained = getattr(args, "untrained", False)
+    if untrained and not args.eval_only:
+        raise ValueError("--untrained evaluates a model with random weights: use it with --eval-only")
     cfg = setup_cfg(args)
     setup_logging_and_output(cfg, args)
-    if cfg.SEED >= 0:
-        seed_everything(cfg.SEED)
+    if cfg.SEED >= 0 or untrained:
+        seed_everything(max(cfg.SEED, 0))  # random weights are drawn reproducibly
     if args.eval_only:
-        return evaluate_only(cfg)
+        return evaluate_only(cfg, untrained=untrained)
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
@@ -153,6 +135,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser._option_string_actions["--num-gpus"].help = (
         "processes per machine: GPUs with CUDA (NCCL), else CPU processes (gloo)"
     )
+    parser.add_argument("--untrained", action="store_true",
+                        help="with --eval-only: evaluate the model with random weights (the floor training must beat)")
     return parser
 
 

@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,3 +35,12 @@ def test_train_step_runs_full_size_dgnet():
     proc = _run("train_step.py", "--batch", "1", "--warmup", "0", "--iters", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "time per iteration" in proc.stdout and "FLOPs per iteration" in proc.stdout, proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine `make gpu-check` runs the parts themselves")
+def test_gpu_check_skips_every_gpu_part_without_cuda(tmp_path):
+    proc = _run("gpu_check.py", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["parts"] and all(part["status"] == "skipped" for part in report["parts"].values()), report
+    assert proc.stdout.count("skipped: ") == len(report["parts"]), proc.stdout

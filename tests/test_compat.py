@@ -1,6 +1,5 @@
 """Each fastreid 1.4.0 fix in fastreid_gan.compat, shown failing without the fix and working with it."""
 import logging
-import os
 import subprocess
 import sys
 import warnings
@@ -67,6 +66,7 @@ def test_fastreids_contiguous_optimizer_silently_does_not_train_and_the_fix_does
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.cuda  # a CUDA branch too: make gpu-check runs it on a GPU
 def test_data_loader_x_works_without_cuda():
     from fastreid.data import build as data_build
 
@@ -113,6 +113,7 @@ def test_baseline_preprocess_leaves_the_callers_images_alone():
     assert torch.allclose(first, second)  # flip-test style double calls no longer double-normalise
 
 
+@pytest.mark.cuda
 def test_amp_trainer_uses_torch_amp_and_fails_clearly_on_cpu():
     import fastreid.engine.train_loop as train_loop
 

@@ -88,12 +88,73 @@ def test_command_line_takes_fastreids_arguments():
     assert cfg.SOLVER.MAX_EPOCH == 3 and cfg.is_frozen()
 
 
-def test_setup_cfg_lists_every_package():
-    import configparser
+# ----------------------------------------------------------------------------- per-method defaults
+def _toy_project_config(tmp_path: Path) -> Path:
+    """A config of the test-only EngineToyGAN, whose "gen" network has other defaults than DG-Net's."""
+    path = tmp_path / "toy.yml"
+    path.write_text("MODEL:\n  META_ARCHITECTURE: EngineToyGAN\n"
+                    "SOLVER:\n  GAN:\n    OPTIMIZERS:\n      DIS:\n        BASE_LR: 0.003\n")
+    return path
 
-    parser = configparser.ConfigParser()
-    parser.read(REPO / "setup.cfg")
-    listed = {p.strip() for p in parser["options"]["packages"].splitlines() if p.strip() and not p.startswith("#")}
-    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "fastreid_gan").rglob("__init__.py")}
-    found |= {p.parent.name for p in REPO.glob("projects/*/*/__init__.py")}
-    assert found <= listed, f"packages missing from setup.cfg: {sorted(found - listed)}"
+
+@pytest.mark.parametrize("order", [("dgnet", "toy"), ("toy", "dgnet")])
+def test_two_methods_with_a_gen_network_keep_their_own_defaults(order, tmp_path, monkeypatch):
+    from dgnet.config import dgnet_optimizers
+    from toy_gan import add_engine_toy_config, toy_optimizers
+
+    import fastreid_gan.config as config_module
+
+    adders = {"dgnet": load_projects()["dgnet"], "toy": add_engine_toy_config}
+    monkeypatch.setattr(config_module, "load_projects", lambda: {name: adders[name] for name in order})
+
+    toy = merge_config(get_cfg(), str(_toy_project_config(tmp_path))).SOLVER.GAN.OPTIMIZERS
+    assert sorted(toy) == ["DIS", "GEN", "ID"]
+    assert dict(toy.GEN) == dict(toy_optimizers()["gen"])  # Adam 2e-3, betas (0.5, 0.999)
+    assert toy.DIS.BASE_LR == 0.003 and toy.DIS.NAME == "Adam" and tuple(toy.DIS.BETAS) == (0.5, 0.999)
+
+    dgnet = merge_config(get_cfg(), str(REPO / "projects/DGNet/configs/market.yml")).SOLVER.GAN.OPTIMIZERS
+    assert dict(dgnet.GEN) == dict(dgnet_optimizers()["gen"])  # Adam 1e-4, betas (0, 0.999), multistep
+    assert dgnet.GEN != toy.GEN
+    # the command line overrides a key of a method's node, and only that key
+    dgnet = merge_config(get_cfg(), str(REPO / "projects/DGNet/configs/market.yml"),
+                         ["SOLVER.GAN.OPTIMIZERS.GEN.BASE_LR", "2e-4"]).SOLVER.GAN.OPTIMIZERS
+    assert dgnet.GEN.BASE_LR == 2e-4 and tuple(dgnet.GEN.BETAS) == (0.0, 0.999)
+
+
+def test_a_project_that_changes_shared_keys_is_refused(monkeypatch):
+    import fastreid_gan.config as config_module
+    from fastreid_gan.engine import optimizer_node
+
+    def writes_a_shared_node(cfg):
+        cfg.SOLVER.GAN.OPTIMIZERS.GEN = optimizer_node(base_lr=1.0)
+
+    def changes_a_fastreid_default(cfg):
+        cfg.SOLVER.IMS_PER_BATCH = 3
+
+    for adder, key in ((writes_a_shared_node, "SOLVER.GAN.OPTIMIZERS.GEN"),
+                       (changes_a_fastreid_default, "SOLVER.IMS_PER_BATCH")):
+        monkeypatch.setattr(config_module, "load_projects", lambda: {"bad": adder})
+        with pytest.raises(ValueError, match=f"Project 'bad'.*{key}"):
+            get_cfg()
+
+
+def test_optimizer_node_value_of_the_wrong_kind_is_named(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("_BASE_: " + str(REPO / "projects/DGNet/configs/market.yml") + "\n"
+                   "SOLVER:\n  GAN:\n    OPTIMIZERS:\n      GEN:\n        NESTEROV: maybe\n")
+    with pytest.raises(ValueError, match="SOLVER.GAN.OPTIMIZERS.GEN.NESTEROV"):
+        merge_config(get_cfg(), str(bad))
+
+
+def test_generate_tool_dispatches_by_meta_architecture(capsys):
+    import runpy
+
+    tool = runpy.run_path(str(REPO / "tools" / "generate.py"), run_name="generate_tool")
+    # the baseline registers no "generate" tool: a one-line error naming the methods that have one
+    assert tool["main"](["--config-file", str(REPO / "configs/Synthetic/baseline_market.yml"),
+                         "--weights", "unused.pth"]) == 2
+    err = capsys.readouterr().err
+    assert "'Baseline' has no 'generate' tool" in err and "DGNet" in err
+    with pytest.raises(SystemExit):  # DG-Net's options are listed under the config's --help
+        tool["main"](["--config-file", str(REPO / "projects/DGNet/configs/synthetic.yml"), "--help"])
+    assert "--swap-accuracy" in capsys.readouterr().out

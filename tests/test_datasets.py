@@ -10,7 +10,9 @@ from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY, DukeMTMC, Market1501, MSMT17
 from fastreid.data.datasets.bases import ImageDataset
 
+from fastreid_gan import compat
 from fastreid_gan.data import datasets as ds
+from fastreid_gan.data.dataset_errors import EXPECTED_LAYOUTS, DatasetNotFoundError, dataset_missing_message
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def test_root_defaults_to_fastreid_datasets_env(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:The current data structure is deprecated")
 def test_market1501_missing_names_path_and_layout(tmp_path):
-    with pytest.raises(ds.DatasetNotFoundError) as info:
+    with pytest.raises(DatasetNotFoundError) as info:
         Market1501(root=str(tmp_path))
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, RuntimeError)
@@ -82,7 +84,7 @@ def test_market1501_missing_names_path_and_layout(tmp_path):
 
 def test_market1501_partly_present_names_the_missing_folder(tmp_path):
     (tmp_path / "Market-1501-v15.09.15" / "bounding_box_train").mkdir(parents=True)
-    with pytest.raises(ds.DatasetNotFoundError, match="Missing: .*query"):
+    with pytest.raises(DatasetNotFoundError, match="Missing: .*query"):
         Market1501(root=str(tmp_path))
 
 
@@ -92,7 +94,7 @@ def test_duke_and_msmt_missing(tmp_path):
     assert f"DukeMTMC-reID not found at {tmp_path / 'DukeMTMC-reID'}" in str(info.value)
     assert "bounding_box_train" in str(info.value)
     # fastreid's MSMT17 asserts before checking anything; the wrapper answers first
-    with pytest.raises(ds.DatasetNotFoundError) as info:
+    with pytest.raises(DatasetNotFoundError) as info:
         MSMT17(root=str(tmp_path))
     assert f"MSMT17 not found at {tmp_path / 'MSMT17_V1'}" in str(info.value)
     assert "list_{train,val,query,gallery}.txt" in str(info.value)
@@ -100,10 +102,10 @@ def test_duke_and_msmt_missing(tmp_path):
 
 def test_install_is_idempotent_and_layout_table_complete():
     before = ImageDataset.check_before_run, MSMT17.__init__
-    ds.install_dataset_errors()
-    ds.install_dataset_errors()
+    compat._fix_dataset_errors()
+    compat._fix_dataset_errors()
     assert (ImageDataset.check_before_run, MSMT17.__init__) == before
     for name in ("Market1501", "DukeMTMC", "MSMT17", "SyntheticMarket", "SyntheticDuke", "SyntheticMarketTiny"):
-        assert name in ds.EXPECTED_LAYOUTS
-    msg = ds.dataset_missing_message("SyntheticDuke", "/x/datasets")
+        assert name in EXPECTED_LAYOUTS
+    msg = dataset_missing_message("SyntheticDuke", "/x/datasets")
     assert "/x/datasets/synthetic-duke" in msg and "make_synthetic.py --domain duke" in msg

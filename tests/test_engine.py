@@ -1,11 +1,9 @@
-"""The GAN engine (fastreid_gan.engine) and its loader, on the toy GAN and toy dataset of engine/toy.py."""
+"""The GAN engine (fastreid_gan.engine) and its loader, on the toy GAN and toy dataset of tests/toy_gan.py."""
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sys
-import types
 from collections import OrderedDict
 from typing import Dict, List
 
@@ -15,7 +13,7 @@ import torch
 from torch import nn
 
 import fastreid_gan  # noqa: F401  (compat fixes before fastreid)
-from fastreid.config import get_cfg
+from fastreid.config import CfgNode, get_cfg
 from fastreid.engine.defaults import DefaultPredictor
 from fastreid.evaluation.evaluator import DatasetEvaluator
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
@@ -24,19 +22,22 @@ from fastreid.utils.env import seed_all_rng
 
 from fastreid_gan.data import build_gan_train_loader
 from fastreid_gan.data.build import SeededInfiniteBatchSampler
+from fastreid_gan.data.build import build_test_loader
 from fastreid_gan.engine import (
     GANMetaArch,
     GANTrainer,
     LossWeight,
     Phase,
+    SimpleGANTrainer,
     StepContext,
     add_gan_engine_config,
+    loss_weights_from_config,
     optimizer_node,
 )
-from fastreid_gan.engine import gan_trainer as gan_trainer_module
+from fastreid_gan.engine.config import complete_optimizer_nodes
 from fastreid_gan.engine.optim import build_optimizer
 from fastreid_gan.engine.schedules import IterationLRScheduler, LRFactor, build_lr_scheduler
-from fastreid_gan.engine.toy import EngineToyGAN, add_engine_toy_config, generate_engine_toy_images
+from toy_gan import EngineToyGAN, add_engine_toy_config, generate_engine_toy_images, toy_optimizers
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
@@ -76,6 +77,7 @@ def make_cfg(output_dir, max_iter: int = 30, **toy):
     cfg.SOLVER.GAN.EVAL_PERIOD = 0
     for key, value in toy.items():
         cfg.MODEL.ENGINE_TOY[key] = value
+    complete_optimizer_nodes(cfg)  # what merge_config does once the config names its meta-architecture
     return cfg
 
 
@@ -111,7 +113,7 @@ class ToyTrainer(GANTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
-        loader, num_query = gan_trainer_module.build_test_loader(cfg, dataset_name)
+        loader, num_query = build_test_loader(cfg, dataset_name)
         return loader, TinyReidEvaluator(num_query)
 
     @classmethod
@@ -259,11 +261,66 @@ def test_optimizer_node_errors():
     assert opt.param_groups[0]["lr"] == 0.5 and opt.param_groups[0]["momentum"] == 0.9
 
 
-def test_missing_optimizer_node_names_the_key(tmp_path):
+def test_missing_optimizer_node_names_the_key(tmp_path, monkeypatch):
+    # a method that declares no default for "dis", and a config without the node
+    monkeypatch.setattr(EngineToyGAN, "default_optimizers",
+                        classmethod(lambda cls: {k: v for k, v in toy_optimizers().items() if k != "dis"}))
     cfg = make_cfg(tmp_path)
-    del cfg.SOLVER.GAN.OPTIMIZERS["DIS"]
+    assert "DIS" not in cfg.SOLVER.GAN.OPTIMIZERS and "GEN" in cfg.SOLVER.GAN.OPTIMIZERS
     with pytest.raises(KeyError, match=r"SOLVER\.GAN\.OPTIMIZERS\.DIS"):
         ToyTrainer(cfg)
+
+
+def test_optimizer_node_of_no_sub_network_is_an_error(tmp_path):
+    cfg = make_cfg(tmp_path)
+    cfg.SOLVER.GAN.OPTIMIZERS.GENN = optimizer_node()
+    with pytest.raises(ValueError, match=r"GENN.*\['dis', 'gen', 'id'\]"):
+        ToyTrainer(cfg)
+
+
+def test_partial_optimizer_nodes_train(tmp_path, monkeypatch):
+    """Nodes that list only some keys and that no method default completes: the optimizer, the LR schedule
+    and clipping all read the completed node (the defaults of optimizer_node for the missing keys)."""
+    monkeypatch.setattr(EngineToyGAN, "default_optimizers", classmethod(lambda cls: {}))
+    cfg = make_cfg(tmp_path, max_iter=6)
+    cfg.SOLVER.GAN.OPTIMIZERS = CfgNode(new_allowed=True)
+    cfg.SOLVER.GAN.OPTIMIZERS.GEN = CfgNode({"NAME": "Adam", "BASE_LR": 1e-3})
+    cfg.SOLVER.GAN.OPTIMIZERS.DIS = CfgNode({"NAME": "SGD", "BASE_LR": 0.01, "SCHED": "multistep", "STEPS": (3,)})
+    cfg.SOLVER.GAN.OPTIMIZERS.ID = CfgNode({"BASE_LR": 0.02, "GRAD_CLIP": 0.5})
+    trainer = ToyTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    initial = {net: snapshot(m) for net, m in trainer.sub_nets.items()}
+    trainer.train()
+    for net, module in trainer.sub_nets.items():
+        assert params_changed(initial[net], module), f"{net} did not train"
+    gen, dis, ident = (trainer.optimizers[n].param_groups[0] for n in ("gen", "dis", "id"))
+    assert gen["lr"] == pytest.approx(1e-3) and gen["betas"] == (0.5, 0.999)  # constant schedule, default betas
+    assert isinstance(trainer.optimizers["dis"], torch.optim.SGD) and dis["momentum"] == 0.9
+    assert dis["lr"] == pytest.approx(0.001)  # multistep: x0.1 from iteration 3
+    assert isinstance(trainer.optimizers["id"], torch.optim.Adam) and ident["lr"] == pytest.approx(0.02)
+    assert trainer.grad_clip == {"gen": 0.0, "dis": 0.0, "id": 0.5}
+
+
+def test_simple_trainer_runs_without_a_config():
+    """The config-free step: a model, a plain iterable of batches and optimizers are enough."""
+    torch.manual_seed(0)
+    model = EngineToyGAN(feat_dim=8, num_classes=3, pixel_mean=[0.0] * 3, pixel_std=[255.0] * 3,
+                         phases=["dis", "gen"], gen_every=1, nan_iter=-1,
+                         loss_weights=loss_weights_from_config({"RECON": [5.0], "GAN": [0.0, 1.0, 2, 2]}))
+    assert set(model.loss_weights()) == {"loss_recon", "loss_gan"}
+    batches = [{"images": torch.rand(4, 3, 16, 8) * 255, "targets": torch.tensor([0, 1, 2, 0])} for _ in range(6)]
+    optimizers = {net: torch.optim.Adam(m.parameters(), lr=1e-2) for net, m in model.sub_networks().items()}
+    initial = {net: snapshot(m) for net, m in model.sub_networks().items()}
+    trainer = SimpleGANTrainer(model, batches, optimizers)
+    trainer.train(0, 6)
+    assert trainer.iter == 6
+    for net, module in model.sub_networks().items():
+        assert params_changed(initial[net], module), f"{net} did not train"
+    recon = history(trainer, "gen/loss_recon")
+    assert len(recon) == 6 and recon[-1] < recon[0]
+    assert history(trainer, "weight_gan") == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match="unknown sub-network"):
+        SimpleGANTrainer(model, batches, {"encoder": optimizers["gen"]})
 
 
 @META_ARCH_REGISTRY.register()
@@ -496,7 +553,7 @@ def test_amp_is_off_on_cpu_with_an_info_log(tmp_path):
     records: List[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    engine_logger = logging.getLogger(gan_trainer_module.__name__)
+    engine_logger = logging.getLogger("fastreid_gan.engine.gan_trainer")
     engine_logger.addHandler(handler)
     try:
         trainer = train(cfg)
@@ -521,23 +578,12 @@ def test_eval_period_counts_iterations(tmp_path):
         assert torch.equal(trainer.model.state_dict()[key], value), key
 
 
-def test_test_prefers_the_project_evaluator(monkeypatch):
-    ours = types.ModuleType("fastreid_gan.evaluation")
-    ours.ReidEvaluator = type("ReidEvaluator", (), {})
-    monkeypatch.setitem(sys.modules, "fastreid_gan.evaluation", ours)
-    assert gan_trainer_module._evaluator_class() is ours.ReidEvaluator
-    monkeypatch.setitem(sys.modules, "fastreid_gan.evaluation", types.ModuleType("fastreid_gan.evaluation"))
-    from fastreid.evaluation import ReidEvaluator
-
-    assert gan_trainer_module._evaluator_class() is ReidEvaluator
-
-
 def test_gan_meta_arch_defaults():
     class Bare(GANMetaArch):
         pass
 
     bare = Bare()
-    assert bare.loss_weights() == {} and bare.visualize({}) == {}
+    assert bare.loss_weights() == {} and bare.visualize({}) == {} and Bare.default_optimizers() == {}
     assert bare.device == torch.device("cpu")
     with pytest.raises(NotImplementedError):
         bare.sub_networks()
@@ -562,6 +608,7 @@ def test_grad_clip_per_optimizer(tmp_path, monkeypatch):
     assert all(norm <= 1e-3 * 1.01 for _, _, norm in calls)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision is CUDA-only")
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_mixed_precision_on_cuda(tmp_path, dtype):

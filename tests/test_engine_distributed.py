@@ -12,7 +12,7 @@ from fastreid.engine.hooks import CallbackHook
 from fastreid.utils import comm
 
 from fastreid_gan.engine import GANTrainer, add_gan_engine_config, launch
-from fastreid_gan.engine.toy import add_engine_toy_config, generate_engine_toy_images
+from toy_gan import add_engine_toy_config, generate_engine_toy_images
 
 ITERATIONS = 4
 

@@ -8,18 +8,20 @@
    code?) with its structure score (does the pose follow the structure code?) and the swap-grid path are printed.
 
 Every stage runs ``tools/train_net.py`` (or ``tools/generate.py``) as a user would; outputs go to --output-dir.
-The teacher's backbone also initialises DG-Net's E_a (the synthetic stand-in for ImageNet weights).
+The teacher's backbone also initialises DG-Net's E_a (the synthetic stand-in for ImageNet weights).  While a
+stage trains, its progress lines (iteration, ETA, key losses) are printed as the trainer logs them; the full
+output of each stage is in its ``stdout.txt``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_CONFIG = REPO / "configs" / "Synthetic" / "baseline_market.yml"
@@ -27,23 +29,49 @@ DGNET_CONFIG = REPO / "projects" / "DGNet" / "configs" / "synthetic.yml"
 METRICS = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 
 
-def run(cmd: List[str], log: Path) -> None:
+# fastreid's CommonMetricPrinter line: " eta: 0:03:41  epoch/iter: 0/37  total_loss: 4.835  time: 0.69 ..."
+PROGRESS = re.compile(r"eta: (?P<eta>\S+)\s+epoch/iter: (?P<epoch>\d+)/(?P<iter>\d+)\s+(?P<rest>.*)")
+SCALAR = re.compile(r"(\S+): (-?[\d.]+(?:e[-+]?\d+)?)")
+
+
+def progress_line(line: str, label: str, keys: Sequence[str]) -> Optional[str]:
+    """A compact progress line for one of the trainer's metric lines (None for any other line)."""
+    match = PROGRESS.search(line)
+    if not match:
+        return None
+    scalars = dict(SCALAR.findall(match["rest"]))
+    shown = "  ".join(f"{k} {scalars[k]}" for k in keys if k in scalars)
+    return f"  [{label}] iter {int(match['iter']) + 1:>4}  epoch {match['epoch']}  ETA {match['eta']:>8}  {shown}"
+
+
+def run(cmd: List[str], log: Path, label: str, keys: Sequence[str] = ()) -> None:
+    """Run ``cmd``, its output into ``log``; print its progress lines as they come."""
     print(f"\n$ {' '.join(cmd)}\n  (log: {log})", flush=True)
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    with open(log, "w") as f, subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                 text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            f.write(line)
+            shown = progress_line(line, label, keys)
+            if shown:
+                print(f"{shown}  ({time.time() - start:.0f} s)", flush=True)
     if proc.returncode != 0:
         tail = log.read_text().splitlines()[-40:]
         sys.exit(f"Command failed ({proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
     print(f"  done in {time.time() - start:.0f} s", flush=True)
 
 
-def train(config: Path, output_dir: Path, extra: Optional[List[str]] = None) -> Dict:
+def read_metrics(output_dir: Path) -> Dict:
+    return next(iter(json.loads((output_dir / "metrics.json").read_text()).values()))
+
+
+def train(config: Path, output_dir: Path, label: str, keys: Sequence[str], extra: Optional[List[str]] = None) -> Dict:
     cmd = [sys.executable, "tools/train_net.py", "--config-file", str(config), "OUTPUT_DIR", str(output_dir)]
-    run(cmd + list(extra or []), output_dir / "stdout.txt")
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    return next(iter(metrics.values()))
+    run(cmd + list(extra or []), output_dir / "stdout.txt", label, keys)
+    result = read_metrics(output_dir)
+    print(f"  {label}: Rank-1 {result['Rank-1']:.1f}  mAP {result['mAP']:.1f}", flush=True)
+    return result
 
 
 def print_table(rows: Dict[str, Dict]) -> None:
@@ -61,15 +89,16 @@ def main() -> None:
     parser.add_argument("--baseline-only", action="store_true", help="skip DG-Net")
     args = parser.parse_args()
     out = Path(args.output_dir).resolve()
-    os.environ.setdefault("FASTREID_DATASETS", str(REPO / "datasets"))
     start = time.time()
 
     rows: Dict[str, Dict] = {}
     untrained = out / "untrained"
-    run([sys.executable, "-m", "fastreid_gan.evaluate_untrained", "--config-file", str(BASELINE_CONFIG),
-         "OUTPUT_DIR", str(untrained)], untrained / "stdout.txt")
-    rows["untrained ResNet-18"] = next(iter(json.loads((untrained / "metrics.json").read_text()).values()))
-    rows["baseline (ID loss)"] = train(BASELINE_CONFIG, out / "baseline")
+    print("1/4  the untrained ResNet-18 (the floor any training must beat)", flush=True)
+    run([sys.executable, "tools/train_net.py", "--config-file", str(BASELINE_CONFIG), "--eval-only", "--untrained",
+         "OUTPUT_DIR", str(untrained)], untrained / "stdout.txt", "untrained")
+    rows["untrained ResNet-18"] = read_metrics(untrained)
+    print("\n2/4  the ResNet-18 ID-loss baseline (DG-Net's teacher)", flush=True)
+    rows["baseline (ID loss)"] = train(BASELINE_CONFIG, out / "baseline", "baseline", ("total_loss", "lr"))
     teacher = out / "baseline" / "model_final.pth"
 
     dgnet_dir = out / "dgnet"
@@ -77,21 +106,25 @@ def main() -> None:
         # the teacher's backbone also initialises E_a: the synthetic stand-in for ImageNet weights (paper Sec. 4.1)
         teacher_opts = ["MODEL.DGNET.TEACHER.CONFIG", str(BASELINE_CONFIG), "MODEL.DGNET.TEACHER.WEIGHTS", str(teacher),
                         "MODEL.BACKBONE.PRETRAIN_PATH", str(teacher)]
-        rows["DG-Net"] = train(DGNET_CONFIG, dgnet_dir, extra=teacher_opts)
+        print("\n3/4  DG-Net with that teacher", flush=True)
+        rows["DG-Net"] = train(DGNET_CONFIG, dgnet_dir, "DG-Net",
+                               ("dis/total_loss", "gen/total_loss", "gen/loss_recon_x", "gen/loss_id"), extra=teacher_opts)
     print_table(rows)
 
     if "DG-Net" in rows:
         generate = [sys.executable, "tools/generate.py", "--config-file", str(DGNET_CONFIG),
                     "--weights", str(dgnet_dir / "model_final.pth"), "--output-dir", str(dgnet_dir)]
         generate_opts = teacher_opts + ["OUTPUT_DIR", str(dgnet_dir)]
-        run(generate + generate_opts, dgnet_dir / "generate.txt")
-        run(generate + ["--swap-accuracy"] + generate_opts, dgnet_dir / "swap_accuracy.txt")
+        print("\n4/4  DG-Net's cross-identity generation", flush=True)
+        run(generate + generate_opts, dgnet_dir / "generate.txt", "generate")
+        run(generate + ["--swap-accuracy"] + generate_opts, dgnet_dir / "swap_accuracy.txt", "swap accuracy")
         print("\nDG-Net cross-identity generation, G(a_i, s_j) on query pairs (chance = 0.5 for both scores):\n ",
               (dgnet_dir / "swap_accuracy.txt").read_text().strip().splitlines()[-1])
         print(f"Swap grid (rows keep an appearance, columns keep a structure): {dgnet_dir / 'swap_grid.png'}")
         print(f"Appearance interpolation: {dgnet_dir / 'interpolation.png'}")
-    print(f"\nOutputs in {out} (log.txt, config.yaml, metrics.json, tensorboard events, checkpoints); "
-          f"total {time.time() - start:.0f} s")
+    total = time.time() - start
+    print(f"\nOutputs in {out} (log.txt, config.yaml, metrics.json, tensorboard events, checkpoints)")
+    print(f"Total time: {int(total // 60)} min {total % 60:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import List, Optional
 
 import fastreid_gan  # noqa: F401  (fastreid fixes before anything else)
+from fastreid_gan.data import datasets_root
 from fastreid_gan.data.synthetic import DOMAINS, PRESETS, read_meta, write_dataset
 
 
@@ -25,7 +25,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--domain", choices=sorted(DOMAINS), default="market")
     p.add_argument("--preset", choices=list(PRESETS), default="small")
-    p.add_argument("--root", default=os.getenv("FASTREID_DATASETS", "datasets"),
+    p.add_argument("--root", default=datasets_root(),
                    help="datasets root (default: $FASTREID_DATASETS or ./datasets)")
     p.add_argument("--folder", default=None,
                    help="folder under the root (default synthetic-<domain>[-<preset>])")
@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  query:              {counts.get('query')} images, {counts.get('test_ids')} ids")
     print(f"  bounding_box_test:  {counts.get('gallery')} images ({counts.get('distractors')} distractors 0000, "
           f"{counts.get('junk')} junk -1)")
-    print(f"  poses/ (FD-GAN keypoints), annotations.json, synthetic.json")
+    print("  poses/ (FD-GAN keypoints), annotations.json, synthetic.json")
     return 0
 
 

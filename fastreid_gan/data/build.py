@@ -116,7 +116,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def _train_seed(cfg: Any) -> int:
-    seed = int(cfg.get("SEED", -1))  # fastreid_gan.config.get_cfg() adds SEED; plain fastreid configs lack it
+    seed = int(cfg.SEED)
     # every rank must use the same seed: shared_random_seed() agrees on one through an all_gather
     return seed if seed >= 0 else int(comm.shared_random_seed())
 
@@ -145,7 +145,7 @@ def build_gan_train_loader(cfg: Any, sample_hook: Optional[SampleHook] = None) -
     ``state_dict()`` for resuming.
     """
     dataset = SeededPairDataset(
-        build_train_set(cfg), positives=bool(cfg.DATALOADER.get("POSITIVES", False)), sample_hook=sample_hook
+        build_train_set(cfg), positives=bool(cfg.DATALOADER.POSITIVES), sample_hook=sample_hook
     )
 
     world_size = comm.get_world_size()

@@ -1,4 +1,4 @@
-"""fastreid dataset classes for the synthetic data, and clear errors when a real dataset is missing.
+"""fastreid dataset classes for the synthetic data.
 
 Importing this module (``fastreid_gan.data`` does) registers in fastreid's ``DATASET_REGISTRY``:
 
@@ -7,112 +7,26 @@ Importing this module (``fastreid_gan.data`` does) registers in fastreid's ``DAT
 * ``SyntheticMarketTiny`` / ``SyntheticDukeTiny`` and ``SyntheticMarketMedium`` / ``SyntheticDukeMedium``:
   the other presets, in ``<root>/synthetic-<domain>-<preset>``.
 
-``root`` is what fastreid passes (``$FASTREID_DATASETS``, default ``datasets``).  It also wraps fastreid's
-``check_before_run`` (see :func:`install_dataset_errors`) so a missing Market-1501 / DukeMTMC-reID / MSMT17
-says where it looked and what layout it expects.
+``root`` is what fastreid passes (``$FASTREID_DATASETS``, default ``datasets``: :func:`.build.datasets_root`).
+Missing datasets raise :class:`~fastreid_gan.data.dataset_errors.DatasetNotFoundError` (see that module).
 """
 from __future__ import annotations
 
-import functools
 import glob
-import os
 import os.path as osp
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
-from fastreid.data.datasets.msmt17 import MSMT17
 
+from .build import datasets_root
 from .synthetic import ensure_dataset, get_domain
 
 __all__ = [
-    "DatasetNotFoundError", "SyntheticReID", "SyntheticMarket", "SyntheticDuke", "SyntheticMarketTiny",
-    "SyntheticDukeTiny", "SyntheticMarketMedium", "SyntheticDukeMedium", "EXPECTED_LAYOUTS",
-    "install_dataset_errors", "dataset_missing_message",
+    "SyntheticReID", "SyntheticMarket", "SyntheticDuke", "SyntheticMarketTiny", "SyntheticDukeTiny",
+    "SyntheticMarketMedium", "SyntheticDukeMedium",
 ]
-
-_MARKET_LAYOUT = "{bounding_box_train,query,bounding_box_test}/*.jpg"
-
-# Dataset class name -> (display name, folder under the root, expected layout, hint).
-EXPECTED_LAYOUTS: Dict[str, Tuple[str, str, str, str]] = {
-    "Market1501": ("Market-1501", "Market-1501-v15.09.15", f"<root>/Market-1501-v15.09.15/{_MARKET_LAYOUT}",
-                   "to try the project without it use DATASETS.NAMES ('SyntheticMarket',)"),
-    "DukeMTMC": ("DukeMTMC-reID", "DukeMTMC-reID", f"<root>/DukeMTMC-reID/{_MARKET_LAYOUT}",
-                 "to try the project without it use DATASETS.NAMES ('SyntheticDuke',)"),
-    "MSMT17": ("MSMT17", "MSMT17_V1",
-               "<root>/MSMT17_V1/{train,test}/<pid>/*.jpg and <root>/MSMT17_V1/list_{train,val,query,gallery}.txt "
-               "(or MSMT17_V2 with mask_train_v2, mask_test_v2)", ""),
-}
-for _cls, _domain, _folder in (("SyntheticMarket", "market", "synthetic-market"),
-                               ("SyntheticDuke", "duke", "synthetic-duke")):
-    for _suffix, _preset in (("", "small"), ("Tiny", "tiny"), ("Medium", "medium")):
-        _name = _folder if not _suffix else f"{_folder}-{_preset}"
-        EXPECTED_LAYOUTS[_cls + _suffix] = (
-            f"Synthetic {_domain} ({_preset})", _name, f"<root>/{_name}/{_MARKET_LAYOUT}",
-            f"it is generated automatically on first use; or run: python tools/make_synthetic.py --domain "
-            f"{_domain} --preset {_preset} --root <root>",
-        )
-
-
-class DatasetNotFoundError(FileNotFoundError, RuntimeError):
-    """A dataset folder is missing.  Also a ``RuntimeError``, which fastreid raised before, for old callers."""
-
-
-def dataset_missing_message(class_name: str, root: str, missing: Optional[str] = None) -> str:
-    """The error text for dataset ``class_name`` not found under ``root``."""
-    root_abs = osp.abspath(osp.expanduser(root))
-    if class_name not in EXPECTED_LAYOUTS:
-        where = missing or root_abs
-        return (f"{class_name}: {osp.abspath(where)} not found; check the dataset layout and set "
-                f"FASTREID_DATASETS=<root> (the folder holding your datasets; now {root_abs})")
-    display, folder, layout, hint = EXPECTED_LAYOUTS[class_name]
-    msg = (f"{display} not found at {osp.join(root_abs, folder)}. Expected: {layout}; "
-           f"set FASTREID_DATASETS=<root> (now {root_abs})")
-    expected = osp.join(root_abs, folder)
-    # Only name a missing path inside the expected folder: Market1501 falls back to looking in <root> itself.
-    if missing and osp.abspath(missing).startswith(expected + os.sep):
-        msg += f". Missing: {osp.abspath(missing)}"
-    if hint:
-        msg += f". Hint: {hint}"
-    return msg
-
-
-def _root_of(dataset: Any) -> str:
-    # Market1501/DukeMTMC keep the root in .root; MSMT17 only in .dataset_dir.
-    return str(getattr(dataset, "root", None) or getattr(dataset, "dataset_dir", None) or ".")
-
-
-def install_dataset_errors() -> None:
-    """Make fastreid's missing-dataset errors name the searched path and the expected layout (idempotent).
-
-    Wraps ``ImageDataset.check_before_run`` to raise :class:`DatasetNotFoundError`, and checks MSMT17's root
-    before its constructor asserts on it.
-    """
-    original = ImageDataset.check_before_run
-    if not getattr(original, "_fastreid_gan_wrapped", False):
-        @functools.wraps(original)
-        def check_before_run(self: ImageDataset, required_files: Any) -> None:
-            files = [required_files] if isinstance(required_files, str) else list(required_files)
-            for path in files:
-                if not osp.exists(path):
-                    raise DatasetNotFoundError(dataset_missing_message(type(self).__name__, _root_of(self), path))
-            original(self, required_files)
-
-        check_before_run._fastreid_gan_wrapped = True  # type: ignore[attr-defined]
-        ImageDataset.check_before_run = check_before_run  # type: ignore[method-assign]
-
-    init = MSMT17.__init__
-    if not getattr(init, "_fastreid_gan_wrapped", False):
-        @functools.wraps(init)
-        def msmt_init(self: MSMT17, root: str = "datasets", **kwargs: Any) -> None:
-            if not any(osp.isdir(osp.join(root, d)) for d in ("MSMT17_V1", "MSMT17_V2")):
-                raise DatasetNotFoundError(dataset_missing_message("MSMT17", root))
-            init(self, root=root, **kwargs)
-
-        msmt_init._fastreid_gan_wrapped = True  # type: ignore[attr-defined]
-        MSMT17.__init__ = msmt_init  # type: ignore[method-assign]
-
 
 class SyntheticReID(ImageDataset):
     """A synthetic domain read like Market1501 (same layout and parsing), generated if absent.
@@ -134,7 +48,7 @@ class SyntheticReID(ImageDataset):
     def __init__(self, root: Optional[str] = None, preset: Optional[str] = None, seed: int = 0,
                  height: Optional[int] = None, width: Optional[int] = None, folder: Optional[str] = None,
                  **kwargs: Any) -> None:
-        self.root = root if root is not None else os.getenv("FASTREID_DATASETS", "datasets")
+        self.root = root if root is not None else datasets_root()
         self.preset = preset or type(self).preset
         self.num_cams = get_domain(self.domain).num_cams
         self.dataset_dir = str(ensure_dataset(self.root, self.domain, self.preset, folder=folder,
@@ -216,6 +130,3 @@ class SyntheticDukeMedium(SyntheticDuke):
 
     preset = "medium"
     dataset_name = "synthetic_duke_medium"
-
-
-install_dataset_errors()

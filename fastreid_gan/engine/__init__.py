@@ -1,18 +1,20 @@
-"""The method-agnostic GAN engine: meta-arch interface, trainer, optimizers/schedules, launcher.
-
-See ``docs/engine.md``.
+"""The method-agnostic GAN engine: meta-arch interface, the config-free step, the config-driven trainer,
+optimizers/schedules, launcher.  See ``docs/engine.md``.
 """
 from .config import add_gan_engine_config, optimizer_node
 from .gan_trainer import GANTrainer
 from .launch import launch
 from .meta_arch import GANMetaArch, Phase, StepContext
-from .schedules import LossWeight
+from .schedules import LossWeight, loss_weights_from_config
+from .train_loop import SimpleGANTrainer
 
 __all__ = [
     "GANMetaArch",
     "Phase",
     "StepContext",
     "LossWeight",
+    "loss_weights_from_config",
+    "SimpleGANTrainer",
     "GANTrainer",
     "add_gan_engine_config",
     "optimizer_node",

@@ -9,22 +9,22 @@ dicts and None, so ``torch.load(weights_only=True)`` reads it)::
      "data": {"seed": int, "start_batch": int},               # training-stream position
      "rng": [per-rank RNG states]}
 
-``<save_dir>/last_checkpoint`` names the latest file, as in fastreid.
+``<save_dir>/last_checkpoint`` names the latest file, as in fastreid (:class:`GANCheckpointer` is fastreid's
+``Checkpointer`` with an atomic write and ``weights_only`` reading).
 """
 from __future__ import annotations
 
-import logging
 import os
 import random
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "set_rng_state", "rng_isolated", "GANCheckpointer"]
+from fastreid.utils.checkpoint import Checkpointer
 
-logger = logging.getLogger(__name__)
+__all__ = ["get_rng_state", "set_rng_state", "rng_isolated", "StateDicts", "GANCheckpointer"]
 
 
 def get_rng_state() -> Dict[str, Any]:
@@ -79,43 +79,54 @@ def rng_isolated() -> Iterator[None]:
         set_rng_state(state)
 
 
-class GANCheckpointer:
-    """Saves/loads checkpoint dicts in ``save_dir`` and keeps fastreid's ``last_checkpoint`` tag file."""
+class StateDicts:
+    """Several objects with ``state_dict()`` saved as ONE checkpoint entry ``{name: state}`` (the optimizers of
+    every sub-network, their schedulers, the per-phase scalers), so fastreid's ``Checkpointer`` handles them
+    as one checkpointable."""
 
-    def __init__(self, save_dir: str, save_to_disk: bool = True) -> None:
-        self.save_dir = save_dir
-        self.save_to_disk = save_to_disk
+    def __init__(self, kind: str, objects: Mapping[str, Any]) -> None:
+        self.kind = kind
+        self.objects = objects
 
-    def save(self, name: str, data: Dict[str, Any]) -> Optional[str]:
-        """Write ``<save_dir>/<name>.pth`` atomically and tag it as the last checkpoint."""
+    def state_dict(self) -> Dict[str, Any]:
+        return {name: obj.state_dict() for name, obj in self.objects.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, obj in self.objects.items():
+            if name not in state:
+                raise KeyError(f"The checkpoint has no {self.kind}[{name!r}] (saved: {sorted(state)})")
+            obj.load_state_dict(state[name])
+
+
+class GANCheckpointer(Checkpointer):
+    """fastreid's ``Checkpointer`` (``save(name, **extra)``, ``load``, ``has_checkpoint``, ``get_checkpoint_file``,
+    the ``last_checkpoint`` tag) with an atomic write and a ``weights_only`` reader for resuming.
+
+    ``GANCheckpointer(model, save_dir, save_to_disk=..., optimizers=StateDicts(...), ...)``: every
+    checkpointable becomes one entry of the file, next to ``"model"`` and the ``extra`` entries of ``save``.
+    """
+
+    def save(self, name: str, **extra: Any) -> Optional[str]:  # type: ignore[override]
+        """Write ``<save_dir>/<name>.pth`` atomically, tag it as the last checkpoint; returns its path."""
         if not self.save_dir or not self.save_to_disk:
             return None
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(extra)
         os.makedirs(self.save_dir, exist_ok=True)
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.tmp"
         torch.save(data, tmp)
         os.replace(tmp, path)  # an interrupted save never leaves a truncated checkpoint behind
         self.tag_last_checkpoint(basename)
-        logger.info("Saved checkpoint to %s", path)
+        self.logger.info("Saved checkpoint to %s", path)
         return path
 
-    def tag_last_checkpoint(self, basename: str) -> None:
-        with open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
-            f.write(basename)
+    def read(self, path: str) -> Dict[str, Any]:
+        """The training checkpoint at ``path``, for resuming (tensors and plain data only: ``weights_only``).
 
-    def has_checkpoint(self) -> bool:
-        return bool(self.save_dir) and os.path.isfile(os.path.join(self.save_dir, "last_checkpoint"))
-
-    def get_checkpoint_file(self) -> str:
-        """Path of the last checkpoint ('' when there is none)."""
-        try:
-            with open(os.path.join(self.save_dir, "last_checkpoint")) as f:
-                return os.path.join(self.save_dir, f.read().strip())
-        except OSError:
-            return ""
-
-    @staticmethod
-    def load(path: str) -> Dict[str, Any]:
-        """Read a checkpoint written by :meth:`save` (tensors and plain data only: weights_only)."""
+        ``load()`` (``MODEL.WEIGHTS``) keeps fastreid's reader, which also takes stock fastreid checkpoints.
+        """
         return torch.load(path, map_location="cpu", weights_only=True)

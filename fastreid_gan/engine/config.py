@@ -1,19 +1,31 @@
-"""The GAN engine's config keys and the per-sub-network optimizer node.
+"""The GAN engine's config keys and the per-sub-network optimizer nodes.
 
-Methods add one node per sub-network in their ``add_<method>_config``::
+A method declares its optimizers' defaults with the method, not in the shared config: its meta-architecture's
+:meth:`~fastreid_gan.engine.GANMetaArch.default_optimizers` returns one :func:`optimizer_node` per sub-network.
+A config node ``SOLVER.GAN.OPTIMIZERS.<NET>`` (from a YAML file or the command line) may list only some keys;
+:func:`resolve_optimizer_node` completes it, in this order of precedence::
 
-    cfg.SOLVER.GAN.OPTIMIZERS.GEN = optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999),
-                                                   weight_decay=5e-4, sched="multistep", steps=(60000, 90000))
+    the config's keys  >  the method's default_optimizers()[net]  >  optimizer_node()'s defaults
 
-and YAML files override single fields (``SOLVER.GAN.OPTIMIZERS.GEN.BASE_LR: 2e-4``).
+:func:`complete_optimizer_nodes` writes the completed nodes into a config once its meta-architecture is known
+(``fastreid_gan.config.merge_config`` calls it between the file and the command-line overrides, so that
+``SOLVER.GAN.OPTIMIZERS.GEN.BASE_LR 2e-4`` works on the command line and ``config.yaml`` holds every value);
+the trainer resolves the nodes again from whatever config it is given.  See ``docs/engine.md`` §3.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from fastreid.config import CfgNode as CN
 
-__all__ = ["add_gan_engine_config", "optimizer_node", "OPTIMIZER_NAMES"]
+__all__ = [
+    "add_gan_engine_config",
+    "optimizer_node",
+    "OPTIMIZER_NAMES",
+    "resolve_optimizer_node",
+    "complete_optimizer_nodes",
+    "gan_meta_arch_class",
+]
 
 OPTIMIZER_NAMES = ("Adam", "AdamW", "SGD")
 
@@ -69,6 +81,91 @@ def optimizer_node(
     )
 
 
+def _coerce(value: Any, like: Any, key: str) -> Any:
+    """``value`` as the type of the default ``like`` (YAML gives ints for floats, lists for tuples; a node that a
+    YAML file adds keeps its values as written, e.g. the string ``"(360, 540)"``, since yacs decodes only the
+    values of keys it knows)."""
+    if isinstance(value, str) and not isinstance(like, str):
+        value = CN._decode_cfg_value(value)
+    try:
+        if isinstance(like, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(like, float):
+            return float(value)
+        if isinstance(like, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if isinstance(like, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if isinstance(like, tuple):
+            kind = int if key.endswith(".STEPS") else float
+            return tuple(kind(v) for v in value)
+        if isinstance(like, list):
+            if isinstance(value, str):
+                raise TypeError  # "a=1" would become ['a', '=', '1']
+            return [str(v) for v in value]
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{key} is {value!r}; expected a value like {like!r}")
+
+
+def resolve_optimizer_node(given: Optional[Mapping[str, Any]], method_default: Optional[Mapping[str, Any]],
+                           key: str) -> CN:
+    """The complete node for one sub-network: ``given`` keys over ``method_default`` over :func:`optimizer_node`.
+
+    Raises:
+        KeyError: neither the config nor the method gives a node, or either names an unknown key
+            (both messages name ``key``, e.g. ``SOLVER.GAN.OPTIMIZERS.GEN``).
+        ValueError: a value of the wrong kind.
+    """
+    if given is None and method_default is None:
+        raise KeyError(
+            f"{key} is not set and the method declares no default for it: add {key} to the config, or "
+            f"return optimizer_node(...) for it from the meta-architecture's default_optimizers()"
+        )
+    full = optimizer_node()
+    for source, node in (("the method's default_optimizers()", method_default), ("the config", given)):
+        if node is None:
+            continue
+        unknown = sorted(set(node) - set(full))
+        if unknown:
+            raise KeyError(f"Unknown optimizer key(s) {unknown} in {key} (from {source}); known: {sorted(full)}")
+        for field, value in node.items():
+            full[field] = _coerce(value, full[field], f"{key}.{field}")
+    return full
+
+
+def gan_meta_arch_class(name: str) -> Optional[type]:
+    """The registered meta-architecture class ``name`` if it is a :class:`GANMetaArch`, else None."""
+    from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+
+    from .meta_arch import GANMetaArch
+
+    try:
+        cls = META_ARCH_REGISTRY.get(name)
+    except KeyError:
+        return None  # build_model reports an unknown meta-architecture with fastreid's list of names
+    return cls if isinstance(cls, type) and issubclass(cls, GANMetaArch) else None
+
+
+def complete_optimizer_nodes(cfg: CN, meta_arch: Optional[str] = None) -> None:
+    """Write the complete optimizer node of every sub-network of ``meta_arch`` (default: the config's) into
+    ``cfg.SOLVER.GAN.OPTIMIZERS``; nodes of other methods are never added.  Nothing happens for a meta-arch
+    that is not a registered :class:`GANMetaArch`.  Idempotent."""
+    cls = gan_meta_arch_class(meta_arch or cfg.MODEL.META_ARCHITECTURE)
+    if cls is None:
+        return
+    nodes = cfg.SOLVER.GAN.OPTIMIZERS
+    for net, default in cls.default_optimizers().items():
+        key = net.upper()
+        nodes[key] = resolve_optimizer_node(nodes.get(key), default, f"SOLVER.GAN.OPTIMIZERS.{key}")
+
+
 def add_gan_engine_config(cfg: CN) -> None:
     """Add the engine's keys to a fastreid config (idempotent; existing values are kept)."""
     if "GAN" not in cfg.SOLVER:
@@ -87,8 +184,12 @@ def add_gan_engine_config(cfg: CN) -> None:
         if key not in gan:
             gan[key] = value
     if "OPTIMIZERS" not in gan:
-        # one node per sub-network, added by each method (new_allowed: a YAML file may add nodes too)
+        # one node per sub-network: the method's defaults (GANMetaArch.default_optimizers) completed with
+        # what a YAML file gives (new_allowed: a file may name a node with only some of its keys)
         gan.OPTIMIZERS = CN(new_allowed=True)
+    if "SEED" not in cfg:
+        # -1: fastreid's seed_all_rng(None) picks a random seed; >= 0 makes a run (and its data stream) reproducible
+        cfg.SEED = -1
     if "DTYPE" not in cfg.SOLVER.AMP:
         cfg.SOLVER.AMP.DTYPE = "fp16"  # "fp16" (with GradScalers) or "bf16"; CUDA only
     if "POSITIVES" not in cfg.DATALOADER:

@@ -6,7 +6,6 @@ gradients and without consuming the training RNGs, so switching them on or off n
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -15,41 +14,22 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
+from fastreid.engine.hooks import PeriodicWriter
 from fastreid.engine.train_loop import HookBase
 from fastreid.evaluation.testing import flatten_results_dict
 from fastreid.utils import comm
-from fastreid.utils.events import EventWriter
+
+from fastreid_gan.run_outputs import write_metrics_json
 
 from .checkpoint import rng_isolated
 
-__all__ = ["GANPeriodicCheckpointer", "GANEvalHook", "ImageGridHook", "GANPeriodicWriter", "write_metrics_json"]
+__all__ = ["GANPeriodicCheckpointer", "GANEvalHook", "ImageGridHook", "GANPeriodicWriter"]
 
 logger = logging.getLogger(__name__)
 
 
 def _fires(period: int, iteration: int) -> bool:
     return period > 0 and (iteration + 1) % period == 0
-
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly copy (numpy/tensor scalars -> python numbers)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def write_metrics_json(output_dir: str, results: Mapping) -> str:
-    """Write ``{dataset: {metric: value}}`` to ``<output_dir>/metrics.json``."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "metrics.json")
-    with open(path, "w") as f:
-        json.dump(_plain(results), f, indent=2)
-    logger.info("Final evaluation written to %s", path)
-    return path
 
 
 class GANPeriodicCheckpointer(HookBase):
@@ -179,19 +159,11 @@ class ImageGridHook(HookBase):
         return paths
 
 
-class GANPeriodicWriter(HookBase):
-    """fastreid's PeriodicWriter for an iteration loop; also writes once more after training (final eval)."""
-
-    def __init__(self, writers: List[EventWriter], period: int = 20) -> None:
-        self._writers = writers
-        self._period = period
-
-    def after_step(self) -> None:
-        if _fires(self._period, self.trainer.iter) or self.trainer.iter == self.trainer.max_iter - 1:
-            for writer in self._writers:
-                writer.write()
+class GANPeriodicWriter(PeriodicWriter):
+    """fastreid's ``PeriodicWriter`` (every ``period`` iterations and after the last one) that also writes once
+    more after training, so the final evaluation's scalars reach ``events.json`` and tensorboard."""
 
     def after_train(self) -> None:
         for writer in self._writers:
             writer.write()
-            writer.close()
+        super().after_train()  # closes the writers

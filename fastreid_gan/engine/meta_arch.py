@@ -107,10 +107,21 @@ class GANMetaArch(nn.Module):
 
         return build_gan_train_loader(cfg)
 
+    @classmethod
+    def default_optimizers(cls) -> Dict[str, Any]:
+        """The method's optimizer defaults: ``{sub-network name: optimizer_node(...)}`` (the published recipe).
+
+        A config's ``SOLVER.GAN.OPTIMIZERS.<NET>`` keys override them and :func:`~fastreid_gan.engine.optimizer_node`
+        fills what neither gives; they never reach a config of another method.  Default: none (every
+        sub-network then needs its node in the config).
+        """
+        return {}
+
     def sub_networks(self) -> Dict[str, nn.Module]:
         """Every network with its own optimizer, e.g. ``{"gen": ..., "dis": ..., "id": ...}``.
 
-        The optimizer of ``"gen"`` is configured by ``cfg.SOLVER.GAN.OPTIMIZERS.GEN``.
+        The optimizer of ``"gen"`` is configured by ``cfg.SOLVER.GAN.OPTIMIZERS.GEN`` over
+        ``default_optimizers()["gen"]``.
         """
         raise NotImplementedError
 

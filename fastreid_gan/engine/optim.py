@@ -10,19 +10,9 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 from torch import nn
 
-from .config import OPTIMIZER_NAMES, optimizer_node
+from .config import OPTIMIZER_NAMES, resolve_optimizer_node
 
-__all__ = ["complete_optimizer_node", "parse_lr_factors", "build_param_groups", "build_optimizer"]
-
-
-def complete_optimizer_node(node: Mapping[str, Any], key: str = "") -> Dict[str, Any]:
-    """``node`` with every field of :func:`optimizer_node` (a YAML file may give only some); typos are errors."""
-    full = dict(optimizer_node())
-    unknown = sorted(set(node) - set(full))
-    if unknown:
-        raise KeyError(f"Unknown optimizer key(s) {unknown} in {key or 'an optimizer node'}; known: {sorted(full)}")
-    full.update(node)
-    return full
+__all__ = ["parse_lr_factors", "build_param_groups", "build_optimizer"]
 
 
 def parse_lr_factors(specs: Any) -> List[Tuple[str, float]]:
@@ -60,12 +50,13 @@ def build_param_groups(module: nn.Module, base_lr: float, lr_factors: Any) -> Li
 
 
 def build_optimizer(node: Mapping[str, Any], module: nn.Module, key: str = "") -> torch.optim.Optimizer:
-    """The optimizer described by ``node`` over ``module``'s trainable parameters.
+    """The optimizer described by ``node`` (keys it lacks get :func:`.config.optimizer_node`'s defaults) over
+    ``module``'s trainable parameters.
 
     Raises:
         ValueError: unknown optimizer name, a stray LR factor prefix or no trainable parameter.
     """
-    node = complete_optimizer_node(node, key)
+    node = resolve_optimizer_node(node, None, key or "optimizer node")
     base_lr = float(node["BASE_LR"])
     groups = build_param_groups(module, base_lr, node["LR_FACTORS"])
     if not groups:

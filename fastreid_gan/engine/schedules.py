@@ -9,12 +9,13 @@ from __future__ import annotations
 import bisect
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Mapping, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["LossWeight", "LRFactor", "IterationLRScheduler", "build_lr_scheduler", "SCHEDULES"]
+__all__ = ["LossWeight", "LRFactor", "IterationLRScheduler", "build_lr_scheduler", "loss_weights_from_config",
+           "SCHEDULES"]
 
 SCHEDULES = ("multistep", "linear", "constant")
 
@@ -68,6 +69,15 @@ class LossWeight:
             return self.end_value
         progress = (iteration - self.start_iter) / self.ramp_iters
         return self.start_value + (self.end_value - self.start_value) * progress
+
+
+def loss_weights_from_config(node: Mapping[str, Any]) -> Dict[str, LossWeight]:
+    """A method's loss-weight config node -> ``{loss name: LossWeight}``: key ``RECON_X`` weighs ``loss_recon_x``.
+
+    So a method names a weight once, by its loss (the model returns ``"loss_recon_x"``; its config node has
+    ``RECON_X: [5.0]``), and no method keeps a hand-written table from keys to loss names.
+    """
+    return {f"loss_{key.lower()}": LossWeight.from_spec(spec) for key, spec in node.items()}
 
 
 @dataclass(frozen=True)

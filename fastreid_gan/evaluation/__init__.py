@@ -1,7 +1,8 @@
 """Evaluation: a faiss/BLAS drop-in for fastreid's ``ReidEvaluator`` with exact, bounded-memory ranking.
 
 ``FaissReidEvaluator(cfg, num_query, output_dir)`` (alias ``ReidEvaluator``) has fastreid's constructor,
-``reset``/``process``/``evaluate`` and result keys.
+``reset``/``process``/``evaluate`` and result keys; :func:`evaluate_on_test_datasets` runs it over every
+``DATASETS.TESTS`` for all trainers.
 """
 from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance
 from .faiss_search import build_index, faiss_gpu_available, knn_search
@@ -10,6 +11,7 @@ from .ranking import RankResult, evaluate_rank, evaluate_rank_features, rank_chu
 from .reid_evaluator import FaissReidEvaluator, ReidEvaluator
 from .reranking import compute_jaccard_distance, re_ranking, rerank_distance
 from .roc import FPR_TARGETS, evaluate_roc_tpr, tpr_at_fpr_chunked
+from .dataset_evaluation import build_evaluator, evaluate_on_test_datasets
 
 __all__ = [
     "FaissReidEvaluator",
@@ -32,4 +34,6 @@ __all__ = [
     "FeatureDistance",
     "TorchFeatureDistance",
     "MatrixDistance",
+    "build_evaluator",
+    "evaluate_on_test_datasets",
 ]

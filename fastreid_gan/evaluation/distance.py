@@ -36,7 +36,7 @@ def empty_f32(*shape: int) -> np.ndarray:
 
     numpy asks for transparent huge pages on big allocations; on a host whose THP ``defrag`` setting is
     ``madvise`` (common), first-touching such memory stalls on direct compaction once free huge pages run out
-    (measured ~140 ms per 64 MB here, vs ~30 ms for torch's plain pages), which would dominate feature storage.
+    (several times slower than torch's plain pages), which would dominate feature storage.
     """
     return torch.empty(shape, dtype=torch.float32).numpy()
 

@@ -1,4 +1,6 @@
-"""DG-Net (Zheng et al., CVPR 2019) for fastreid: importing this package registers the ``DGNet`` meta-architecture."""
+"""DG-Net (Zheng et al., CVPR 2019) for fastreid: importing this package registers the ``DGNet`` meta-architecture
+and its part of ``tools/generate.py``."""
+from . import generate_tool  # noqa: F401  (registers DG-Net's "generate" tool)
 from .config import add_dgnet_config
 from .dgnet import DGNet
 

@@ -1,41 +1,27 @@
-"""DG-Net configuration keys (``MODEL.DGNET.*``) and its optimizer nodes (``SOLVER.GAN.OPTIMIZERS.GEN/DIS/ID``).
+"""DG-Net configuration keys (``MODEL.DGNET.*``) and its optimizer defaults (``SOLVER.GAN.OPTIMIZERS.GEN/DIS/ID``).
 
 Defaults are the published Market-1501 recipe (paper Sec. 3.3 / 4.1 and the authors' ``configs/latest.yaml``);
 every sub-network size is a key, so a CPU-sized variant (``projects/DGNet/configs/synthetic.yml``) is
 config-only.  The appearance encoder's ResNet is described by fastreid's own ``MODEL.BACKBONE.DEPTH /
 LAST_STRIDE / NORM / PRETRAIN / PRETRAIN_PATH`` keys, so the lead's pretrained-weights check applies to it.
 
-Loss weights are LossWeight specs: ``[v]`` constant, ``[v0, v1, start_iter, ramp_iters]`` linear ramp.
+Loss weights are LossWeight specs: ``[v]`` constant, ``[v0, v1, start_iter, ramp_iters]`` linear ramp; key ``X``
+weighs the loss ``loss_x`` (:func:`fastreid_gan.engine.loss_weights_from_config`).  The optimizer defaults are
+not config keys of their own: :func:`dgnet_optimizers` is what ``DGNet.default_optimizers()`` declares, and a
+config completes them when it names ``MODEL.META_ARCHITECTURE: DGNet``.
 Every DG-Net loss term is the published SUM over the two halves (x_a and x_b) of the batch, so the published
 weights apply unchanged (see :mod:`dgnet.dgnet`).
 """
+from typing import Dict
+
 from fastreid.config import CfgNode as CN
 
 from fastreid_gan.engine.config import optimizer_node
 
-__all__ = ["add_dgnet_config", "DGNET_LOSS_KEYS"]
-
-#: config key under MODEL.DGNET.LOSS_WEIGHTS -> loss name returned by the model
-DGNET_LOSS_KEYS = {
-    "RECON_X": "loss_recon_x",
-    "RECON_XP": "loss_recon_xp",
-    "ID": "loss_id",
-    "PID": "loss_pid",
-    "ID_CROSS": "loss_id_cross",
-    "ID_FINE": "loss_id_fine",
-    "RECON_F": "loss_recon_f",
-    "RECON_S": "loss_recon_s",
-    "RECON_X_CYC": "loss_recon_x_cyc",
-    "GAN_G": "loss_gan_g",
-    "PRIM": "loss_prim",
-    "FINE": "loss_fine",
-    "GAN_D": "loss_gan_d",
-    "R1": "loss_r1",
-}
-
+__all__ = ["add_dgnet_config", "dgnet_optimizers"]
 
 def add_dgnet_config(cfg: CN) -> None:
-    """Add DG-Net's keys (``MODEL.DGNET``) and its optimizer nodes to a fastreid config (idempotent)."""
+    """Add DG-Net's keys (``MODEL.DGNET``) to a fastreid config."""
     _C = cfg
     _C.MODEL.DGNET = CN()
     d = _C.MODEL.DGNET
@@ -112,21 +98,20 @@ def add_dgnet_config(cfg: CN) -> None:
     d.DETACH_RECON_CODE = False  # True: the published code's inert Eq. 4 (its E_a detaches every code it returns)
     d.CHANNELS_LAST = False  # NHWC weights/activations: faster convolutions on CPU (oneDNN) and recent GPUs
 
-    # ---- optimizers (Sec. 4.1 (v)); a node already set by another project is left alone
-    gan = _C.SOLVER.GAN
-    if "OPTIMIZERS" not in gan:  # the engine's keys are added first by get_cfg(); be safe standalone
-        gan.OPTIMIZERS = CN(new_allowed=True)
+
+def dgnet_optimizers() -> Dict[str, CN]:
+    """DG-Net's optimizers (Sec. 4.1 (v), published ``latest.yaml``), declared by ``DGNet.default_optimizers``.
+
+    E_s + G and D: Adam(1e-4, betas (0, 0.999)); E_a: SGD 0.002 with both heads x10 (0.02), as the published
+    ``id_opt``; all with weight decay 5e-4 and the LR divided by 10 at 60K, 90K and 105K iterations.
+    """
     steps = (60000, 90000, 105000)
-    nodes = {
-        "GEN": optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999), weight_decay=5e-4,
+    return {
+        "gen": optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999), weight_decay=5e-4,
                               sched="multistep", steps=steps, gamma=0.1),
-        "DIS": optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999), weight_decay=5e-4,
+        "dis": optimizer_node(name="Adam", base_lr=1e-4, betas=(0.0, 0.999), weight_decay=5e-4,
                               sched="multistep", steps=steps, gamma=0.1),
-        # backbone 0.002, both heads x10 = 0.02 (published id_opt)
-        "ID": optimizer_node(name="SGD", base_lr=0.002, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        "id": optimizer_node(name="SGD", base_lr=0.002, momentum=0.9, nesterov=True, weight_decay=5e-4,
                              lr_factors=("head_prim=10", "head_fine=10"), sched="multistep", steps=steps,
                              gamma=0.1),
     }
-    for name, node in nodes.items():
-        if name not in gan.OPTIMIZERS:
-            gan.OPTIMIZERS[name] = node

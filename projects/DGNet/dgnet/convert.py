@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from fastreid_gan.export.converters import register_converter
+from fastreid_gan.official_checkpoints import register_converter
 
 __all__ = [
     "KEY_MAP",

@@ -22,14 +22,13 @@ all erased ones); the "frozen copy" of E_a for Eq. 4 / Eq. 6 is E_a run with det
 BatchNorm buffers (``AppearanceEncoder.features(frozen=True)``; the published code deep-copies E_a every
 iteration); the six first-level decoder outputs are one decoder pass of 6n images, the cycle reconstructions one
 more, and D sees real and fake images in one pass.  Terms whose weight is 0 at this iteration (the warm-up terms
-before 30K) are not computed.  At full size (x_a 2 + x_b 2 + 4 positives, 256x128, 2 CPU threads) one iteration
-with every warm-up term on is about 1.3 TFLOP, 80% of it in convolutions (decoder ~48%, E_a and teacher ~33%,
-D ~19%): ~9.4 s here against 16.5 s measured for the published code on the same kind of machine.
+before 30K) are not computed.  Time, memory and FLOPs per iteration against the published code:
+``benchmarks/train_step.py`` and ``BENCHMARKS.md``.
 
 Memory.  Every sub-network can recompute its activations in backward instead of storing them
 (``MODEL.DGNET.{APPEARANCE,STRUCTURE,DECODER,DISCRIMINATOR}.CHECKPOINT``, on in the full-size configs;
-:mod:`fastreid_gan.layers.checkpoint`): the same gradients and BatchNorm statistics for ~30% more FLOPs, and at
-batch 8 43% of the peak memory (``BENCHMARKS.md``).
+:mod:`fastreid_gan.layers.checkpoint`): the same gradients and BatchNorm statistics for some more FLOPs and a
+much lower peak (``BENCHMARKS.md``).
 
 Deliberate differences from the published code (NVlabs/DG-Net trainer.py):
 
@@ -59,12 +58,12 @@ from torch import Tensor, nn
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
-from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext
+from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext, loss_weights_from_config
 from fastreid_gan.losses import lsgan_d_loss, lsgan_g_loss, r1_penalty, soft_label_kl
 
 from .appearance_encoder import AppearanceEncoder
 from .augment import random_erasing
-from .config import DGNET_LOSS_KEYS
+from .config import dgnet_optimizers
 from .discriminator import build_dgnet_discriminator
 from .generator import STRUCTURE_INPUTS, DGNetGenerator
 from .teacher import TEACHER_HELP, Teacher, build_teacher
@@ -211,7 +210,7 @@ class DGNet(GANMetaArch):
             init=d.DISCRIMINATOR.INIT,
             checkpoint=d.DISCRIMINATOR.CHECKPOINT,
         )
-        weights = {name: list(d.LOSS_WEIGHTS[key]) for key, name in DGNET_LOSS_KEYS.items()}
+        weights = loss_weights_from_config(d.LOSS_WEIGHTS)
         frozen_cfg = cfg.clone()
         return {
             "gen": gen,
@@ -229,6 +228,10 @@ class DGNet(GANMetaArch):
         }
 
     # ------------------------------------------------------------------ GANMetaArch interface
+    @classmethod
+    def default_optimizers(cls) -> Dict[str, Any]:
+        return dgnet_optimizers()
+
     def sub_networks(self) -> Dict[str, nn.Module]:
         return {"gen": self.gen, "dis": self.dis, "id": self.id}
 

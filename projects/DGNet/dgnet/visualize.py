@@ -7,7 +7,7 @@ DG-Net checkpoint and never touch its modules.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -71,8 +71,3 @@ def save_png(images: Tensor, path: str, nrow: int, padding: int = 2) -> str:
     os.makedirs(directory, exist_ok=True)
     save_image(images.detach().cpu().float(), path, nrow=nrow, padding=padding, pad_value=1.0)
     return path
-
-
-def grid_of(images: Sequence[Tensor]) -> Tensor:
-    """Stack equally sized (N, 3, H, W) groups into one batch (helper for callers building rows)."""
-    return torch.cat(list(images), dim=0)

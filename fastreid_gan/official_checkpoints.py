@@ -1,14 +1,15 @@
-"""Registry and command line of the official-checkpoint converters (``tools/convert_official.py``).
+"""Importing the authors' published checkpoints: the registry of each method's converter.
 
-A method registers one converter, usually when its ``<project>.convert`` module is imported::
+A method registers one converter, usually when its ``<project>.convert`` module (which holds the method's
+conversion table) is imported::
 
     register_converter("dgnet", help=..., add_arguments=fn(parser), run=fn(args) -> state_dict,
                        tag="dgnet-official")
 
-``main(["dgnet", "--gen", ..., "--output", "model.pth"])`` runs it and writes
-``{"model": state_dict, "__converted_from__": tag}``, a file fastreid's ``Checkpointer`` (``MODEL.WEIGHTS``) loads.
-Converter modules are found through the entry-point group ``fastreid_gan.converters`` (value: a module to
-import), declared in each project's packaging (``setup.cfg`` here).
+``tools/convert_official.py dgnet --gen ... --output model.pth`` runs it and writes, with :func:`save_converted`,
+``{"model": state_dict, "__converted_from__": tag}``, a file fastreid's ``Checkpointer`` (``MODEL.WEIGHTS``)
+loads.  Converter modules are found through the entry-point group ``fastreid_gan.converters`` (value: a module
+to import), declared in the project's packaging (``pyproject.toml``).
 """
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import argparse
 import importlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List
 
 import torch
 from torch import Tensor
@@ -33,8 +33,6 @@ __all__ = [
     "available_converters",
     "load_converter_modules",
     "save_converted",
-    "build_parser",
-    "main",
 ]
 
 ENTRY_POINT_GROUP = "fastreid_gan.converters"
@@ -95,34 +93,3 @@ def save_converted(state_dict: Dict[str, Tensor], output: str, tag: str) -> str:
     os.makedirs(parent, exist_ok=True)
     torch.save({"model": dict(state_dict), "__converted_from__": tag}, output)
     return output
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """``convert_official.py <method> ...`` with one sub-command per registered converter."""
-    parser = argparse.ArgumentParser(
-        prog="convert_official.py",
-        description="Convert officially published checkpoints into fastreid-gan checkpoints "
-        "(loadable with MODEL.WEIGHTS / fastreid's Checkpointer).",
-    )
-    sub = parser.add_subparsers(dest="method", metavar="METHOD", required=True)
-    for name in available_converters():
-        spec = _REGISTRY[name]
-        p = sub.add_parser(name, help=spec.help, description=spec.help)
-        spec.add_arguments(p)
-        p.add_argument("--output", "-o", required=True, help="converted checkpoint to write (.pth)")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point; returns the process exit code (errors in the inputs give 2 and a one-line message)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    spec = _REGISTRY[args.method]
-    try:
-        state_dict = spec.run(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    save_converted(state_dict, args.output, spec.tag)
-    print(f"wrote {args.output}: {len(state_dict)} tensors (converted from {spec.tag})")
-    return 0

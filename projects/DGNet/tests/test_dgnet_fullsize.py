@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from fastreid.modeling import build_model
 from fastreid_gan.config import get_cfg, merge_config
 from fastreid_gan.engine import GANTrainer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(Path(__file__).resolve().parents[3])
 TINY_TRAIN_IDS = 12  # SyntheticMarketTiny
 
 pytestmark = pytest.mark.timeout(600)

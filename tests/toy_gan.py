@@ -1,14 +1,14 @@
-"""A minimal, runnable GAN method for the engine: its tests, its docs and smoke runs of the tools.
+"""Test fixture: a minimal, runnable GAN method for the engine's tests (not installed with the package).
 
 Importing this module registers
 
 * ``EngineToyGAN`` (META_ARCH_REGISTRY): a DG-Net-shaped toy — 3 sub-networks ("gen", "dis", "id"),
-  2 phases ("dis" on detached fakes, then "gen" updating gen + id with one backward);
+  2 phases ("dis" on detached fakes, then "gen" updating gen + id with one backward), its own optimizer
+  defaults (a ``gen`` network like DG-Net's, with other settings: the per-method-defaults test uses that);
 * ``EngineToyReID`` (DATASET_REGISTRY): a tiny generated re-id dataset (32x16 PNGs written under
   ``<root>/engine_toy_reid`` on first use; identities differ by colour and stripe position).
 
-Call :func:`add_engine_toy_config` on a config that has the engine keys.  Nothing here is imported by
-``fastreid_gan.engine`` itself.
+Call :func:`add_engine_toy_config` on a config that has the engine keys.
 """
 from __future__ import annotations
 
@@ -22,21 +22,30 @@ from PIL import Image
 from torch import Tensor, nn
 
 from fastreid.config import CfgNode as CN
+from fastreid.config import configurable
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
-from .config import optimizer_node
-from .meta_arch import GANMetaArch, Phase, StepContext
-from .schedules import LossWeight
+from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext, loss_weights_from_config, optimizer_node
 
-__all__ = ["EngineToyGAN", "EngineToyReID", "add_engine_toy_config", "generate_engine_toy_images"]
+__all__ = ["EngineToyGAN", "EngineToyReID", "add_engine_toy_config", "generate_engine_toy_images", "toy_optimizers"]
 
 TOY_SIZE = (32, 16)  # H, W of the generated images
 
 
+def toy_optimizers() -> Dict[str, CN]:
+    """The toy's optimizer defaults (``EngineToyGAN.default_optimizers``)."""
+    return {
+        "gen": optimizer_node(name="Adam", base_lr=2e-3, betas=(0.5, 0.999)),
+        "dis": optimizer_node(name="Adam", base_lr=1e-3, betas=(0.5, 0.999)),
+        "id": optimizer_node(name="SGD", base_lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                             lr_factors=("classifier=2",)),
+    }
+
+
 def add_engine_toy_config(cfg: CN) -> None:
-    """``MODEL.ENGINE_TOY`` keys and the three optimizer nodes (GEN, DIS, ID)."""
+    """``MODEL.ENGINE_TOY`` keys (the toy's own namespace only)."""
     toy = CN()
     toy.FEAT_DIM = 16
     toy.PHASES = ["dis", "gen"]
@@ -48,11 +57,6 @@ def add_engine_toy_config(cfg: CN) -> None:
     toy.WEIGHTS.ID = [1.0]
     toy.WEIGHTS.DIS = [1.0]
     cfg.MODEL.ENGINE_TOY = toy
-    cfg.SOLVER.GAN.OPTIMIZERS.GEN = optimizer_node(name="Adam", base_lr=2e-3, betas=(0.5, 0.999))
-    cfg.SOLVER.GAN.OPTIMIZERS.DIS = optimizer_node(name="Adam", base_lr=1e-3, betas=(0.5, 0.999))
-    cfg.SOLVER.GAN.OPTIMIZERS.ID = optimizer_node(
-        name="SGD", base_lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, lr_factors=("classifier=2",)
-    )
 
 
 class _ToyEncoder(nn.Module):
@@ -96,25 +100,39 @@ class EngineToyGAN(GANMetaArch):
     """Toy GAN: ``gen`` reconstructs a noisy input, ``dis`` tells real from fake (LSGAN), ``id`` classifies
     identities and gives the retrieval features."""
 
-    def __init__(self, cfg: CN) -> None:
+    @configurable
+    def __init__(self, *, feat_dim: int, num_classes: int, pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                 phases: Sequence[str], gen_every: int, nan_iter: int, loss_weights: Dict[str, LossWeight]) -> None:
         super().__init__()
-        toy = cfg.MODEL.ENGINE_TOY
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), persistent=False)
         self.gen = _ToyGenerator()
         self.dis = _ToyDiscriminator()
-        self.id_net = _ToyEncoder(toy.FEAT_DIM, cfg.MODEL.HEADS.NUM_CLASSES)
-        self._phase_names: Tuple[str, ...] = tuple(toy.PHASES)
-        self._gen_every = int(toy.GEN_EVERY)
-        self._nan_iter = int(toy.NAN_ITER)
-        self._weights = {
-            "loss_recon": LossWeight.from_spec(toy.WEIGHTS.RECON),
-            "loss_gan": LossWeight.from_spec(toy.WEIGHTS.GAN),
-            "loss_id": LossWeight.from_spec(toy.WEIGHTS.ID),
-            "loss_dis": LossWeight.from_spec(toy.WEIGHTS.DIS),
+        self.id_net = _ToyEncoder(feat_dim, num_classes)
+        self._phase_names: Tuple[str, ...] = tuple(phases)
+        self._gen_every = int(gen_every)
+        self._nan_iter = int(nan_iter)
+        self._weights = dict(loss_weights)
+
+    @classmethod
+    def from_config(cls, cfg: CN) -> Dict[str, Any]:
+        toy = cfg.MODEL.ENGINE_TOY
+        return {
+            "feat_dim": toy.FEAT_DIM,
+            "num_classes": cfg.MODEL.HEADS.NUM_CLASSES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "phases": toy.PHASES,
+            "gen_every": toy.GEN_EVERY,
+            "nan_iter": toy.NAN_ITER,
+            "loss_weights": loss_weights_from_config(toy.WEIGHTS),  # RECON -> loss_recon, ...
         }
 
     # --- GANMetaArch
+    @classmethod
+    def default_optimizers(cls) -> Dict[str, CN]:
+        return toy_optimizers()
+
     def sub_networks(self) -> Dict[str, nn.Module]:
         return {"gen": self.gen, "dis": self.dis, "id": self.id_net}
 

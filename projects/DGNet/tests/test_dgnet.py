@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
@@ -13,7 +14,7 @@ from fastreid.data.data_utils import read_image
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.modeling import build_model
 
-from fastreid_gan.config import get_cfg
+from fastreid_gan.config import get_cfg, merge_config
 from fastreid_gan.engine import GANMetaArch, LossWeight, StepContext
 
 from dgnet import DGNet
@@ -147,7 +148,10 @@ def test_loss_weights_follow_the_published_schedule():
 
 
 def test_optimizer_nodes_are_the_published_ones():
-    opt = get_cfg().SOLVER.GAN.OPTIMIZERS
+    assert len(get_cfg().SOLVER.GAN.OPTIMIZERS) == 0  # DG-Net's nodes reach DG-Net configs only
+    config = Path(__file__).resolve().parents[1] / "configs" / "market.yml"
+    opt = merge_config(get_cfg(), str(config)).SOLVER.GAN.OPTIMIZERS
+    assert sorted(opt) == ["DIS", "GEN", "ID"]
     for net in ("GEN", "DIS"):
         assert opt[net].NAME == "Adam" and opt[net].BASE_LR == 1e-4 and tuple(opt[net].BETAS) == (0.0, 0.999)
         assert opt[net].WEIGHT_DECAY == 5e-4
@@ -592,7 +596,7 @@ def test_generate_tool(model, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path / "datasets"))
     spec = importlib.util.spec_from_file_location(
-        "generate_tool", os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "generate.py")
+        "generate_tool", str(Path(__file__).resolve().parents[3] / "tools" / "generate.py")
     )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

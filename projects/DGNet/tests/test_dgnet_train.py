@@ -11,7 +11,7 @@ import torch
 
 import fastreid_gan  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "projects" / "DGNet" / "configs" / "synthetic.yml"
 
 # synthetic.yml as shipped (widths, 64x32 input, optimizers), on the tiny dataset, without a teacher (no Eq. 8)

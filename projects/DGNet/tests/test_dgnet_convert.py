@@ -23,12 +23,12 @@ from dgnet.convert import (
 )
 from dgnet.discriminator import build_dgnet_discriminator
 from dgnet.generator import DGNetGenerator
-from fastreid_gan.export import available_converters
+from fastreid_gan.official_checkpoints import available_converters
 
 torch.set_num_threads(1)
 
 REF = Path(os.environ.get("DGNET_OFFICIAL_REF", "/work/shared/reference/dgnet_official"))
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(not (REF / "expected.pt").is_file(), reason=f"no DG-Net fixture at {REF}")
 TOL = 1e-4
 

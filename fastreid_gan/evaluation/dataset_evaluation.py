@@ -1,0 +1,51 @@
+"""Evaluate a model on every ``DATASETS.TESTS`` with this project's evaluator: one loop for all trainers.
+
+Used by the GAN trainer, the baseline trainer and ``--eval-only``.  Unlike fastreid's ``DefaultTrainer.test``,
+the results of a single dataset are not flattened: the result is always ``{dataset: {metric: value}}``.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from torch import nn
+
+from fastreid.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
+from fastreid.utils import comm
+
+from fastreid_gan.data.build import build_test_loader
+
+from .reid_evaluator import ReidEvaluator
+
+__all__ = ["build_evaluator", "evaluate_on_test_datasets"]
+
+logger = logging.getLogger(__name__)
+
+EvaluatorBuilder = Callable[[Any, str], Tuple[Any, DatasetEvaluator]]
+
+
+def build_evaluator(cfg: Any, dataset_name: str, output_dir: Optional[str] = None) -> Tuple[Any, DatasetEvaluator]:
+    """``(test loader over query + gallery, ReidEvaluator)`` for one test dataset (CPU-safe loader)."""
+    data_loader, num_query = build_test_loader(cfg, dataset_name)
+    return data_loader, ReidEvaluator(cfg, num_query, output_dir)
+
+
+def evaluate_on_test_datasets(cfg: Any, model: nn.Module,
+                              evaluator_builder: EvaluatorBuilder = build_evaluator
+                              ) -> "OrderedDict[str, Dict[str, float]]":
+    """``{dataset: {metric: value}}`` for every ``cfg.DATASETS.TESTS`` (main process; other ranks get empty dicts).
+
+    ``TEST.FLIP.ENABLED`` adds the mirrored image's feature, as fastreid's ``inference_on_dataset`` does.
+    """
+    results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
+    for dataset_name in cfg.DATASETS.TESTS:
+        logger.info("Evaluating on %s", dataset_name)
+        data_loader, evaluator = evaluator_builder(cfg, dataset_name)
+        result = inference_on_dataset(model, data_loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED)
+        results[dataset_name] = result
+        if comm.is_main_process() and result:
+            table = OrderedDict(result)
+            table["dataset"] = dataset_name
+            print_csv_format(table)
+    return results
