@@ -80,6 +80,21 @@ def test_eval_only_without_weights_is_a_clear_error(tmp_path):
         main(args)
 
 
+def test_untrained_evaluation_is_reproducible_and_needs_eval_only(datasets_root, tmp_path):
+    from fastreid_gan.runner import argument_parser, main
+
+    args = argument_parser().parse_args(["--config-file", str(CONFIG), "--eval-only", "--untrained", *TINY,
+                                         "OUTPUT_DIR", str(tmp_path / "a")])
+    first = main(args)["SyntheticMarketTiny"]
+    args.opts = TINY + ["OUTPUT_DIR", str(tmp_path / "b")]
+    again = main(args)["SyntheticMarketTiny"]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["SyntheticMarketTiny"]["mAP"] == first["mAP"]
+    assert again["mAP"] == first["mAP"] and 0.0 < first["mAP"] < 100.0  # random weights, drawn from SEED
+    args.eval_only = False
+    with pytest.raises(ValueError, match="--untrained.*--eval-only"):
+        main(args)
+
+
 def _distributed_worker(config, opts, out_dir):
     from fastreid.utils import comm
     from fastreid_gan.baseline_trainer import BaselineTrainer
