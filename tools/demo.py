@@ -62,16 +62,17 @@ def run(cmd: List[str], log: Path, label: str, keys: Sequence[str] = ()) -> None
     print(f"  done in {time.time() - start:.0f} s", flush=True)
 
 
-def read_metrics(output_dir: Path) -> Dict:
-    return next(iter(json.loads((output_dir / "metrics.json").read_text()).values()))
+def read_metrics(output_dir: Path, label: str) -> Dict:
+    """The stage's final evaluation (its only test set), printed in one line."""
+    result = next(iter(json.loads((output_dir / "metrics.json").read_text()).values()))
+    print(f"  {label}: Rank-1 {result['Rank-1']:.1f}  mAP {result['mAP']:.1f}", flush=True)
+    return result
 
 
 def train(config: Path, output_dir: Path, label: str, keys: Sequence[str], extra: Optional[List[str]] = None) -> Dict:
     cmd = [sys.executable, "tools/train_net.py", "--config-file", str(config), "OUTPUT_DIR", str(output_dir)]
     run(cmd + list(extra or []), output_dir / "stdout.txt", label, keys)
-    result = read_metrics(output_dir)
-    print(f"  {label}: Rank-1 {result['Rank-1']:.1f}  mAP {result['mAP']:.1f}", flush=True)
-    return result
+    return read_metrics(output_dir, label)
 
 
 def print_table(rows: Dict[str, Dict]) -> None:
@@ -96,7 +97,7 @@ def main() -> None:
     print("1/4  the untrained ResNet-18 (the floor any training must beat)", flush=True)
     run([sys.executable, "tools/train_net.py", "--config-file", str(BASELINE_CONFIG), "--eval-only", "--untrained",
          "OUTPUT_DIR", str(untrained)], untrained / "stdout.txt", "untrained")
-    rows["untrained ResNet-18"] = read_metrics(untrained)
+    rows["untrained ResNet-18"] = read_metrics(untrained, "untrained")
     print("\n2/4  the ResNet-18 ID-loss baseline (DG-Net's teacher)", flush=True)
     rows["baseline (ID loss)"] = train(BASELINE_CONFIG, out / "baseline", "baseline", ("total_loss", "lr"))
     teacher = out / "baseline" / "model_final.pth"
