@@ -24,6 +24,8 @@ ToTensor                   ``to_tensor`` reads PIL images through ``torch.ByteSt
                            and bit images through ``np.array(copy=False)``, a ValueError on NumPy 2
 missing dataset            ``check_before_run`` and MSMT17's constructor fail with a bare
                            ``RuntimeError``/``AssertionError`` naming no layout
+metric printer             ``CommonMetricPrinter`` divides by zero when it writes twice on one
+                           iteration before the iteration timer has data (runs of 1-3 iterations)
 =========================  ====================================================================
 """
 from __future__ import annotations
@@ -168,6 +170,26 @@ def _fix_amp_trainer() -> None:
 
     train_loop.AMPTrainer = AMPTrainer
     defaults.AMPTrainer = AMPTrainer
+
+
+def _fix_metric_printer() -> None:
+    from fastreid.utils.events import CommonMetricPrinter, get_event_storage
+
+    original = CommonMetricPrinter.write
+    if getattr(original, "_fastreid_gan_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def write(self) -> None:
+        last = self._last_write
+        if last is not None and last[0] == get_event_storage().iter:
+            # a second write on the same iteration (the last one, or after an epoch) before the timer has data:
+            # fastreid estimates the ETA from a zero-iteration interval and divides by zero; skip the estimate
+            self._last_write = None
+        original(self)
+
+    write._fastreid_gan_fixed = True
+    CommonMetricPrinter.write = write
 
 
 def _fix_eval_hook() -> None:
@@ -383,4 +405,5 @@ def apply() -> None:
     _fix_read_image()
     _fix_to_tensor()
     _fix_dataset_errors()
+    _fix_metric_printer()
     _APPLIED = True

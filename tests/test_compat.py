@@ -236,3 +236,26 @@ def test_to_tensor_without_deprecated_storage(mode):
     assert got.dtype == expected.dtype and torch.equal(got, expected)
     array = np.asarray(rgb)
     assert torch.equal(ToTensor()(array), _original_to_tensor()(array))
+
+
+def test_metric_printer_writes_twice_on_one_iteration():
+    """A run of 1-3 iterations: the writer runs after the epoch and after the last iteration, on the same
+    iteration, before the iteration timer has any data (fastreid divides by zero there)."""
+    from fastreid.utils.events import CommonMetricPrinter, EventStorage
+
+    printer = CommonMetricPrinter(max_iter=3)
+    with EventStorage(0) as storage:
+        storage.epoch = 0  # fastreid's trainers set it
+        storage.put_scalar("total_loss", 1.0)
+        printer.write()
+        printer.write()  # ZeroDivisionError without the fix
+        storage.step()
+        storage.put_scalar("total_loss", 0.5)
+        printer.write()  # later writes still estimate the ETA
+    assert printer._last_write is not None and printer._last_write[0] == 1
+    unfixed = CommonMetricPrinter(max_iter=3)
+    with EventStorage(0) as storage, pytest.raises(ZeroDivisionError):
+        storage.epoch = 0
+        storage.put_scalar("total_loss", 1.0)
+        CommonMetricPrinter.write.__wrapped__(unfixed)
+        CommonMetricPrinter.write.__wrapped__(unfixed)

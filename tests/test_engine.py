@@ -301,6 +301,18 @@ def test_partial_optimizer_nodes_train(tmp_path, monkeypatch):
     assert trainer.grad_clip == {"gen": 0.0, "dis": 0.0, "id": 0.5}
 
 
+def test_one_iteration_run_and_no_iteration_is_an_error(tmp_path):
+    cfg = make_cfg(tmp_path / "one", max_iter=1)
+    cfg.SOLVER.GAN.LOG_PERIOD = 1
+    trainer = train(cfg)
+    assert trainer.iter == 1 and (tmp_path / "one" / "model_final.pth").is_file()
+    assert 0 <= trainer.final_results["EngineToyReID"]["Rank-1"] <= 100
+    for max_iter in (0, -5):
+        with pytest.raises(ValueError, match=f"SOLVER.GAN.MAX_ITER is {max_iter}"):
+            ToyTrainer(make_cfg(tmp_path / "none", max_iter=max_iter))
+    assert not (tmp_path / "none" / "model_final.pth").exists()
+
+
 def test_simple_trainer_runs_without_a_config():
     """The config-free step: a model, a plain iterable of batches and optimizers are enough."""
     torch.manual_seed(0)

@@ -71,6 +71,9 @@ class GANTrainer(SimpleGANTrainer):
     """
 
     def __init__(self, cfg: Any) -> None:
+        if int(cfg.SOLVER.GAN.MAX_ITER) < 1:
+            raise ValueError(f"SOLVER.GAN.MAX_ITER is {cfg.SOLVER.GAN.MAX_ITER}: a training run needs at least one "
+                             f"iteration (to evaluate a checkpoint, use --eval-only MODEL.WEIGHTS <file>)")
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)  # fastreid's auto-scaling rewrites config.yaml there
         for name in ("fastreid", "fastreid_gan"):

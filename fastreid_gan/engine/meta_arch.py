@@ -133,6 +133,14 @@ class GANMetaArch(nn.Module):
         """``"loss_x" -> LossWeight`` schedules (read once); a loss without an entry has weight 1."""
         return {}
 
+    def prepare_training(self) -> None:
+        """Build what training needs and inference does not (DG-Net: its frozen teacher); default nothing.
+
+        The trainer calls it once, right after building the model and before a checkpoint is loaded, so whatever
+        it draws from the RNGs (a random initialisation before weights are loaded) is drawn before a resumed run
+        restores them: nothing built lazily during training may consume the training RNGs.
+        """
+
     def forward_train(self, batch: Dict[str, Any], ctx: StepContext) -> Dict[str, Any]:
         """The shared forward run once per iteration before the phases; returns a state dict for them."""
         raise NotImplementedError

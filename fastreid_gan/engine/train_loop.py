@@ -106,6 +106,7 @@ class SimpleGANTrainer(TrainerBase):
         self.data_loader = data_loader
         self.sub_nets: Dict[str, nn.Module] = check_sub_networks(model)
         self.phase_list: Tuple[Phase, ...] = check_phases(model, self.sub_nets)
+        model.prepare_training()  # before any checkpoint restores the RNGs (GANMetaArch.prepare_training)
         self.loss_weights: Dict[str, LossWeight] = {
             name: LossWeight.from_spec(w) for name, w in dict(model.loss_weights()).items()
         }

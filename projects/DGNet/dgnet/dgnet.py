@@ -5,7 +5,8 @@ Sub-networks (each with its own optimizer): ``gen`` = E_s + G (:class:`~dgnet.ge
 ``dis`` = D (multi-scale PatchGAN), ``id`` = E_a + the f_prim / f_fine heads
 (:class:`~dgnet.appearance_encoder.AppearanceEncoder`).  The teacher (Eq. 8) is a frozen fastreid model that
 is *not* a sub-network: it is not in ``state_dict()`` (checkpoints stay deployable without it), never in
-training mode, and it is loaded on the first training iteration that can need it (inference never does).
+training mode, and it is built when training starts if the loss weights use it (``prepare_training``; inference
+never does).
 
 Notation (paper Sec. 3): a batch of 2n images is split into x_a = images[:n] and x_b = images[n:], each with
 a same-identity positive (x_ap, x_bp).  Generated images are kept in one tensor ``fake`` of 2n images,
@@ -243,6 +244,12 @@ class DGNet(GANMetaArch):
         return dict(self._loss_weights)
 
     # ------------------------------------------------------------------ teacher
+    def prepare_training(self) -> None:
+        """Build the teacher when the loss weights use it: its random initialisation (before its weights are
+        loaded) draws from the RNGs, which must happen before a resumed run restores them."""
+        if self.needs_teacher:
+            self.load_teacher()
+
     def load_teacher(self) -> Teacher:
         """Build the teacher now (FileNotFoundError / ValueError with the config key to fix if it cannot be)."""
         teacher = self.__dict__["_teacher"]
@@ -343,7 +350,7 @@ class DGNet(GANMetaArch):
             raise ValueError(f"DG-Net splits each batch into x_a and x_b: SOLVER.IMS_PER_BATCH must be even, "
                              f"got {images.shape[0]} images")
         if self.needs_teacher:
-            self.load_teacher()  # built once; fails on the first iteration, not when Eq. 8 switches on at 30K
+            self.load_teacher()  # built by prepare_training; here for a trainer that did not call it
         n = images.shape[0] // 2
         x = self.normalize(images)
         xp = self.normalize(pos)

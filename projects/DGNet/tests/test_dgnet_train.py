@@ -71,11 +71,32 @@ def test_synthetic_config_trains_every_phase(datasets_root, tmp_path):
         assert moved, f"{net} weights did not change"
 
 
-def test_resume_is_exact(datasets_root, tmp_path):
+def _random_teacher(root: Path, out: Path) -> list:
+    """Overrides that give DG-Net a teacher (a randomly initialised baseline for the tiny set) and Eq. 8 on."""
+    from fastreid.data.datasets import DATASET_REGISTRY
+    from fastreid.modeling import build_model
+
+    from fastreid_gan.config import get_cfg, merge_config
+
+    baseline = REPO / "configs" / "Synthetic" / "baseline_market.yml"
+    ids = len({item[1] for item in DATASET_REGISTRY.get("SyntheticMarketTiny")(root=str(root)).train})
+    tcfg = merge_config(get_cfg(), str(baseline), ["MODEL.HEADS.NUM_CLASSES", str(ids), "MODEL.BACKBONE.PRETRAIN",
+                                                   "False"])
+    weights = out / "teacher.pth"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": build_model(tcfg).state_dict()}, str(weights))
+    return ["MODEL.DGNET.TEACHER.CONFIG", str(baseline), "MODEL.DGNET.TEACHER.WEIGHTS", str(weights),
+            "MODEL.DGNET.LOSS_WEIGHTS.PRIM", "[2.0]"]
+
+
+@pytest.mark.parametrize("teacher", [False, True], ids=["no-teacher", "teacher"])
+def test_resume_is_exact(datasets_root, tmp_path, teacher):
     """N iterations straight == N/2, a crash, --resume, N/2 more: bit-identical weights (CPU, fixed seed).
 
     DG-Net draws random numbers every iteration (random erasing, the Eq. 5 encoder choice, the edge noise,
-    the data order and augmentation): the checkpoint must restore all of them."""
+    the data order and augmentation): the checkpoint must restore all of them. With Eq. 8 on, the teacher is
+    built (a random initialisation, then its weights) before the checkpoint restores the RNGs, so building it
+    does not shift the resumed run's random streams."""
     from fastreid.engine.hooks import CallbackHook
 
     from fastreid_gan.engine import GANTrainer
@@ -92,8 +113,11 @@ def test_resume_is_exact(datasets_root, tmp_path):
 
             return super().build_hooks() + [CallbackHook(before_step=crash)]
 
+    extra = _random_teacher(datasets_root, tmp_path / "teacher") if teacher else []
+
     def run(out, trainer_cls=GANTrainer, resume=False):
-        opts = SHORT + ["OUTPUT_DIR", str(out), "SOLVER.GAN.MAX_ITER", "8", "SOLVER.GAN.CHECKPOINT_PERIOD", "4"] + ALL_TERMS_ON
+        opts = (SHORT + ["OUTPUT_DIR", str(out), "SOLVER.GAN.MAX_ITER", "8", "SOLVER.GAN.CHECKPOINT_PERIOD", "4"]
+                + ALL_TERMS_ON + extra)
         cfg = setup_cfg(argparse.Namespace(config_file=str(CONFIG), opts=opts, eval_only=False))
         seed_everything(cfg.SEED)
         trainer = trainer_cls(cfg)
