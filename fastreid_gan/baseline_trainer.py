@@ -2,7 +2,7 @@
 
 It differs from fastreid's trainer only where this project needs it, with the same code as the GAN trainer:
 the test loop and evaluator (:mod:`fastreid_gan.evaluation`: CPU-safe loaders, faiss/BLAS ranking, results
-never flattened), the event writers and the final evaluation in ``<OUTPUT_DIR>/metrics.json``
+never flattened), the checkpointer (:class:`~fastreid_gan.checkpointer.RunCheckpointer`), the event writers and the final evaluation in ``<OUTPUT_DIR>/metrics.json``
 (:mod:`fastreid_gan.run_outputs`), and a trainer that still runs when evaluation is switched off.  The compat
 fixes (CPU loaders, CPU DDP, non-contiguous optimizer) come from :mod:`fastreid_gan.compat`.
 """
@@ -14,17 +14,26 @@ from typing import Any, Dict, List, Optional
 from torch import nn
 
 from fastreid.engine import DefaultTrainer
+from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 from fastreid.utils.events import EventWriter
 
+from fastreid_gan.checkpointer import RunCheckpointer
 from fastreid_gan.evaluation import build_evaluator, evaluate_on_test_datasets
-from fastreid_gan.run_outputs import build_event_writers, write_metrics_json
+from fastreid_gan.run_outputs import build_event_writers, mark_config_yaml, write_metrics_json
 
 __all__ = ["BaselineTrainer"]
 
 
 class BaselineTrainer(DefaultTrainer):
     """``DefaultTrainer`` with this project's evaluation loop, writers and ``metrics.json``."""
+
+    @classmethod
+    def auto_scale_hyperparams(cls, cfg: Any, num_classes: int) -> Any:
+        cfg = super().auto_scale_hyperparams(cfg, num_classes)
+        if comm.is_main_process():
+            mark_config_yaml(cfg.OUTPUT_DIR)  # auto-scaling rewrote it
+        return cfg
 
     @classmethod
     def build_evaluator(cls, cfg: Any, dataset_name: str, output_dir: Optional[str] = None):
@@ -35,6 +44,18 @@ class BaselineTrainer(DefaultTrainer):
     def test(cls, cfg: Any, model: nn.Module) -> "OrderedDict[str, Dict[str, float]]":
         """``{dataset: {metric: value}}`` for every ``DATASETS.TESTS`` (never flattened, unlike fastreid's)."""
         return evaluate_on_test_datasets(cfg, model, cls.build_evaluator)
+
+    def build_hooks(self) -> List[HookBase]:
+        # DefaultTrainer.__init__ builds a plain Checkpointer just before calling build_hooks: swap in this
+        # project's (atomic save, fit check, retention, resume fall-back) before the checkpoint hook takes it
+        plain = self.checkpointer
+        self.checkpointer = RunCheckpointer(
+            plain.model, plain.save_dir, save_to_disk=plain.save_to_disk,
+            meta_architecture=self.cfg.MODEL.META_ARCHITECTURE, keep=self.cfg.SOLVER.CHECKPOINT_KEEP,
+            keep_init=self.cfg.MODEL.WEIGHTS_KEEP_INIT, **plain.checkpointables,
+        )
+        self.checkpointer.remove_stale_partial_saves()
+        return super().build_hooks()
 
     def build_writers(self) -> List[EventWriter]:
         return build_event_writers(self.cfg.OUTPUT_DIR, self.max_iter)

@@ -24,6 +24,8 @@ ToTensor                   ``to_tensor`` reads PIL images through ``torch.ByteSt
                            and bit images through ``np.array(copy=False)``, a ValueError on NumPy 2
 missing dataset            ``check_before_run`` and MSMT17's constructor fail with a bare
                            ``RuntimeError``/``AssertionError`` naming no layout
+dataset file names         Market1501/DukeMTMC ``process_dir``: ``AttributeError`` on a misnamed file,
+                           bare ``assert`` on a bad camera, nothing on an empty folder (a sampler asserts)
 metric printer             ``CommonMetricPrinter`` divides by zero when it writes twice on one
                            iteration before the iteration timer has data (runs of 1-3 iterations)
 =========================  ====================================================================
@@ -277,18 +279,15 @@ def _fix_cython_compile() -> None:
 
 
 def _fix_checkpoint_loading() -> None:
-    import pickle
-
-    import torch
+    """fastreid's ``Checkpointer`` reads files with :func:`fastreid_gan.checkpoint_io.read_checkpoint`:
+    ``weights_only`` first (torch>=2.6's default refuses the numpy scalars of fastreid's own checkpoints, so
+    those are read again in full), and a file that is no checkpoint is an error naming it."""
     from fastreid.utils.checkpoint import Checkpointer
 
+    from fastreid_gan.checkpoint_io import read_checkpoint
+
     def _load_file(self, f: str):
-        try:
-            return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-        except pickle.UnpicklingError:
-            # fastreid's own checkpoints hold numpy scalars (e.g. "metric"), which weights_only refuses.
-            logger.info("%s holds non-tensor objects; loading it with weights_only=False", f)
-            return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+        return read_checkpoint(f)
 
     Checkpointer._load_file = _load_file
 
@@ -332,6 +331,37 @@ def _fix_dataset_errors() -> None:
 
         msmt_init._fastreid_gan_wrapped = True  # type: ignore[attr-defined]
         MSMT17.__init__ = msmt_init  # type: ignore[method-assign]
+
+
+def _fix_dataset_file_names() -> None:
+    """Market1501/DukeMTMC read their folders with :func:`~fastreid_gan.data.dataset_errors.read_market_style_dir`.
+
+    fastreid's ``process_dir`` calls ``.groups()`` on a failed regex search (``AttributeError`` for a file such
+    as ``foo.jpg``), asserts bare on cameras/pids and returns ``[]`` for an empty folder; the replacement keeps
+    its items (same regex, ranges, junk handling: Market1501 drops pid -1, DukeMTMC has none) and raises
+    ``DatasetFormatError`` naming the file or folder.  The originals stay in ``_ORIGINAL`` (tests).
+    """
+    from fastreid.data.datasets import DukeMTMC, Market1501
+
+    from fastreid_gan.data.dataset_errors import NAME_FORMATS, read_market_style_dir
+
+    for cls, num_cams, max_pid, skip_junk in ((Market1501, 6, 1501, True), (DukeMTMC, 8, None, False)):
+        original = cls.process_dir
+        if getattr(original, "_fastreid_gan_fixed", False):
+            continue
+        _ORIGINAL[f"{cls.__name__}.process_dir"] = original
+
+        def process_dir(self: Any, dir_path: str, is_train: bool = True, *, _cams: int = num_cams,
+                        _max_pid: Optional[int] = max_pid, _skip_junk: bool = skip_junk,
+                        _format: tuple = NAME_FORMATS[cls.__name__]) -> list:
+            """(path, pid, camid) items of ``dir_path`` as fastreid reads them; a misnamed file or an empty
+            folder raises ``DatasetFormatError`` naming it (``fastreid_gan.compat._fix_dataset_file_names``)."""
+            return read_market_style_dir(dir_path, is_train, class_name=type(self).__name__,
+                                         dataset_name=self.dataset_name, num_cams=_cams, max_pid=_max_pid,
+                                         skip_junk=_skip_junk, name_format=_format)
+
+        process_dir._fastreid_gan_fixed = True  # type: ignore[attr-defined]
+        cls.process_dir = process_dir  # type: ignore[method-assign]
 
 
 class UnreadableImageError(OSError):
@@ -388,6 +418,39 @@ def _fix_to_tensor() -> None:
     transforms.to_tensor = _to_tensor
 
 
+_FASTREID_GET_CFG: Any = None
+
+
+def fastreid_default_config() -> Any:
+    """fastreid's own defaults (its ``get_cfg`` before :func:`_fix_get_cfg` replaced it)."""
+    import fastreid.config.config as config_module
+
+    return (_FASTREID_GET_CFG or config_module.get_cfg)()
+
+
+def _fix_get_cfg() -> None:
+    """``fastreid.config.get_cfg()`` returns this project's config (fastreid's defaults + the engine's keys +
+    every installed project's keys, :func:`fastreid_gan.config.get_cfg`), so that fastreid's deployment code
+    (``get_cfg()`` + ``merge_from_file(config.yaml)``) reads the config.yaml of a training run once
+    ``fastreid_gan`` is imported, instead of stopping at ``Non-existent config key: DATALOADER.POSITIVES``."""
+    global _FASTREID_GET_CFG
+    import fastreid.config as config_package
+    import fastreid.config.config as config_module
+
+    if getattr(config_package.get_cfg, "_fastreid_gan_wrapped", False):
+        return
+    _FASTREID_GET_CFG = config_module.get_cfg
+
+    @functools.wraps(_FASTREID_GET_CFG)
+    def get_cfg() -> Any:
+        from fastreid_gan.config import get_cfg as project_get_cfg
+
+        return project_get_cfg()
+
+    get_cfg._fastreid_gan_wrapped = True  # type: ignore[attr-defined]
+    config_package.get_cfg = config_module.get_cfg = get_cfg
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -405,5 +468,7 @@ def apply() -> None:
     _fix_read_image()
     _fix_to_tensor()
     _fix_dataset_errors()
+    _fix_dataset_file_names()
     _fix_metric_printer()
+    _fix_get_cfg()
     _APPLIED = True

@@ -19,7 +19,8 @@ from importlib import metadata
 from typing import Callable, Dict, Iterable, List, Optional
 
 from fastreid.config import CfgNode
-from fastreid.config import get_cfg as fastreid_get_cfg
+
+from fastreid_gan.compat import fastreid_default_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +75,13 @@ def add_project_config(cfg: CfgNode, name: str, add_config: Callable[[CfgNode], 
 
 
 def get_cfg() -> CfgNode:
-    """fastreid's default config extended with the engine's and every project's keys."""
+    """fastreid's default config extended with the engine's and every project's keys.
+
+    ``import fastreid_gan`` also makes ``fastreid.config.get_cfg`` return this (:mod:`fastreid_gan.compat`).
+    """
     from fastreid_gan.engine.config import add_gan_engine_config
 
-    cfg = fastreid_get_cfg()
+    cfg = fastreid_default_config()
     add_gan_engine_config(cfg)
     for name, add_config in load_projects().items():
         add_project_config(cfg, name, add_config)
@@ -130,6 +134,10 @@ def merge_config(cfg: CfgNode, config_file: Optional[str] = None, opts: Optional
         except KeyError as exc:
             raise _unknown_key_error(cfg, exc, config_file) from None
     opts = list(opts or [])
+    flags = [o for o in opts if str(o).startswith("--")]
+    if flags:
+        raise ValueError(f"Command-line overrides are KEY VALUE pairs, but they hold {flags}: options such as "
+                         f"--resume or --eval-only go before the first KEY VALUE pair")
     if len(opts) % 2:
         raise ValueError(f"Command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
     complete_optimizer_nodes(cfg, _meta_arch_named(cfg, opts))

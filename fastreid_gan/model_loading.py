@@ -9,7 +9,8 @@ from typing import Any, Optional
 from torch import nn
 
 from fastreid.modeling import build_model
-from fastreid.utils.checkpoint import Checkpointer
+
+from fastreid_gan.checkpointer import RunCheckpointer
 
 __all__ = ["inference_config", "load_model_for_inference"]
 
@@ -31,21 +32,27 @@ def inference_config(cfg: Any) -> Any:
     return cfg
 
 
-def load_model_for_inference(cfg: Any, weights: Optional[str]) -> nn.Module:
+def load_model_for_inference(cfg: Any, weights: Optional[str], source: str = "MODEL.WEIGHTS") -> nn.Module:
     """The config's model with ``weights`` loaded (``None``: untrained, the floor training must beat), in eval mode.
+
+    The weights must fit the model (:func:`~fastreid_gan.checkpoint_io.check_weights_fit`): only the identity
+    classifier, which retrieval and generation do not use, and ``MODEL.WEIGHTS_KEEP_INIT`` may stay unset.
+    ``source`` names where ``weights`` came from in errors (``MODEL.WEIGHTS``, ``--weights``).
 
     Raises:
         ValueError: ``weights`` is empty.  FileNotFoundError: ``weights`` does not exist.
+        CheckpointFileError: it is not a checkpoint.  WeightsMismatchError: it does not fit the model.
     """
     if weights is not None:
         if not weights:
             raise ValueError("Trained weights are needed: add MODEL.WEIGHTS /path/to/model_final.pth "
                              "(or --weights for the tools)")
         if not os.path.isfile(weights):
-            raise FileNotFoundError(f"Checkpoint not found: {weights}")
+            raise FileNotFoundError(f"{source} = '{weights}': file not found")
     model = build_model(inference_config(cfg))
     if weights is not None:
-        Checkpointer(model).load(weights)
+        RunCheckpointer(model, meta_architecture=cfg.MODEL.META_ARCHITECTURE,
+                        keep_init=cfg.MODEL.WEIGHTS_KEEP_INIT).load(weights, checkpointables=[], source=source)
     else:
         logger.info("Evaluating %s with random weights (no checkpoint loaded)", cfg.MODEL.META_ARCHITECTURE)
     return model.eval()

@@ -2,6 +2,8 @@
 
 * ``<OUTPUT_DIR>/metrics.json``: the final evaluation, ``{test dataset: {metric: value}}`` (one entry per
   ``DATASETS.TESTS``, never flattened);
+* ``<OUTPUT_DIR>/config.yaml`` (written by fastreid) gets a first comment line saying how to read it
+  (:func:`mark_config_yaml`);
 * the event writers: the console/``log.txt`` line (fastreid's ``CommonMetricPrinter``: iteration, ETA,
   losses, LR), ``<OUTPUT_DIR>/events.json`` (every logged scalar) and tensorboard events.
 
@@ -18,9 +20,28 @@ from typing import Any, List
 
 from fastreid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 
-__all__ = ["to_plain", "write_metrics_json", "build_event_writers"]
+__all__ = ["to_plain", "write_metrics_json", "build_event_writers", "mark_config_yaml", "CONFIG_YAML_HEADER"]
 
 logger = logging.getLogger(__name__)
+
+
+CONFIG_YAML_HEADER = (
+    "# Written by fastreid-gan. Read it with fastreid_gan.config.get_cfg(), or with fastreid's get_cfg() after\n"
+    "# `import fastreid_gan` (which adds the keys of the GAN engine and of every installed method).\n"
+)
+
+
+def mark_config_yaml(output_dir: str) -> None:
+    """Put :data:`CONFIG_YAML_HEADER` on top of ``<output_dir>/config.yaml`` (fastreid's ``default_setup``
+    and its hyper-parameter auto-scaling write the file; plain fastreid cannot read it). Idempotent."""
+    path = os.path.join(output_dir, "config.yaml") if output_dir else ""
+    if not path or not os.path.isfile(path):
+        return
+    with open(path) as f:
+        text = f.read()
+    if not text.startswith(CONFIG_YAML_HEADER):
+        with open(path, "w") as f:
+            f.write(CONFIG_YAML_HEADER + text)
 
 
 def to_plain(value: Any) -> Any:

@@ -24,7 +24,7 @@ from fastreid_gan.config import get_cfg, merge_config, project_packages
 from fastreid_gan.engine.config import gan_meta_arch_class
 from fastreid_gan.evaluation import evaluate_on_test_datasets
 from fastreid_gan.model_loading import load_model_for_inference
-from fastreid_gan.run_outputs import write_metrics_json
+from fastreid_gan.run_outputs import mark_config_yaml, write_metrics_json
 
 logger = logging.getLogger("fastreid_gan")
 
@@ -109,6 +109,8 @@ def evaluate_only(cfg: CfgNode, untrained: bool = False) -> Any:
 def setup_logging_and_output(cfg: CfgNode, args: argparse.Namespace) -> None:
     """fastreid's setup (log.txt, config.yaml, environment info) plus this project's own loggers."""
     default_setup(cfg, args)
+    if comm.is_main_process():
+        mark_config_yaml(cfg.OUTPUT_DIR)
     for name in ["fastreid_gan"] + project_packages():  # every installed project's log lines reach log.txt
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
 
@@ -134,6 +136,12 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.description = "Train or evaluate any fastreid-gan config (baseline, DG-Net, ...)."
     parser._option_string_actions["--num-gpus"].help = (
         "processes per machine: GPUs with CUDA (NCCL), else CPU processes (gloo)"
+    )
+    # fastreid's default is one fixed port per user: a second multi-process run on the machine would collide
+    parser.set_defaults(dist_url="auto")
+    parser._option_string_actions["--dist-url"].help = (
+        "initialization URL for multi-process runs; default 'auto': a free local port (one machine). "
+        "Several machines: tcp://<host of machine 0>:<port>"
     )
     parser.add_argument("--untrained", action="store_true",
                         help="with --eval-only: evaluate the model with random weights (the floor training must beat)")

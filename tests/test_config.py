@@ -37,6 +37,8 @@ def test_unknown_override_key_is_named():
 def test_odd_override_list_and_missing_file_are_clear(tmp_path):
     with pytest.raises(ValueError, match="KEY VALUE"):
         merge_config(get_cfg(), None, ["SOLVER.BASE_LR"])
+    with pytest.raises(ValueError, match=r"they hold \['--resume'\]: options such as --resume .* go before"):
+        merge_config(get_cfg(), None, ["SOLVER.BASE_LR", "0.1", "--resume"])
     with pytest.raises(FileNotFoundError, match="nope.yml"):
         merge_config(get_cfg(), str(tmp_path / "nope.yml"))
 
@@ -86,6 +88,60 @@ def test_command_line_takes_fastreids_arguments():
     assert isinstance(args, argparse.Namespace) and hasattr(args, "dist_url") and hasattr(args, "machine_rank")
     cfg = setup_cfg(argparse.Namespace(config_file=str(REPO / args.config_file), opts=args.opts, eval_only=False))
     assert cfg.SOLVER.MAX_EPOCH == 3 and cfg.is_frozen()
+
+
+def test_multi_process_runs_pick_a_free_port_unless_told(monkeypatch):
+    """fastreid's --dist-url default is one fixed port: two 2-process runs on one machine would collide."""
+    import torch.multiprocessing as mp
+
+    from fastreid_gan.runner import launch_main
+
+    urls = []
+    monkeypatch.setattr(mp, "spawn", lambda fn, nprocs, args, daemon: urls.append(args[4]))
+    argv = ["--config-file", "configs/Synthetic/baseline_market.yml", "--num-gpus", "2"]
+    assert argument_parser().parse_args(argv).dist_url == "auto"
+    launch_main(argv)
+    launch_main(argv)
+    launch_main(argv + ["--dist-url", "tcp://127.0.0.1:23456"])
+    assert urls[0].startswith("tcp://127.0.0.1:") and urls[0] != urls[1]  # a free port each time
+    assert urls[2] == "tcp://127.0.0.1:23456"
+
+
+def test_a_training_config_yaml_loads_with_fastreids_get_cfg(tmp_path):
+    """fastreid's deployment code reads a config with ``fastreid.config.get_cfg()`` + ``merge_from_file``; a
+    config.yaml of this project (engine keys, DG-Net keys, optimizer nodes) loads that way after
+    ``import fastreid_gan``, in a fresh interpreter; without the import the file says how to read it."""
+    import subprocess
+    import sys
+
+    from fastreid_gan.runner import setup_logging_and_output
+
+    config_file = str(REPO / "projects/DGNet/configs/synthetic.yml")
+    cfg = setup_cfg(argparse.Namespace(config_file=config_file,
+                                       opts=["OUTPUT_DIR", str(tmp_path), "SOLVER.GAN.OPTIMIZERS.GEN.BASE_LR", "0.002",
+                                             "MODEL.BACKBONE.PRETRAIN", "False"],
+                                       eval_only=False))
+    setup_logging_and_output(cfg, argparse.Namespace(config_file=config_file, opts=[], eval_only=False))
+    written = tmp_path / "config.yaml"
+    assert written.read_text().startswith("# Written by fastreid-gan")
+    script = (
+        "import sys, fastreid_gan\n"
+        "from fastreid.config import get_cfg\n"
+        "from fastreid.modeling import build_model\n"
+        "cfg = get_cfg(); cfg.merge_from_file(sys.argv[1])\n"
+        "print(cfg.MODEL.META_ARCHITECTURE, cfg.SOLVER.GAN.OPTIMIZERS.GEN.BASE_LR, cfg.DATALOADER.POSITIVES)\n"
+        "cfg.MODEL.BACKBONE.PRETRAIN = False; cfg.MODEL.HEADS.NUM_CLASSES = 3\n"
+        "print(type(build_model(cfg)).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(written)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["DGNet", "0.002", "True", "DGNet"]
+    # what is read equals what was written
+    from fastreid.config import get_cfg as fastreid_get_cfg
+
+    again = fastreid_get_cfg()
+    again.merge_from_file(str(written))
+    assert again.dump() == cfg.dump()
 
 
 # ----------------------------------------------------------------------------- per-method defaults

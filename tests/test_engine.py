@@ -514,26 +514,32 @@ def test_phase_every_two_iterations(tmp_path):
     assert trainer.schedulers["gen"].last_epoch == 7
 
 
-def test_exact_resume(tmp_path):
-    straight = train(make_cfg(tmp_path / "straight", max_iter=10))
+class Interrupt(Exception):
+    """Raised by :func:`interrupted_at`'s trainer: a run that stops without finishing."""
 
-    class Interrupt(Exception):
-        pass
+
+def interrupted_at(iteration: int) -> type:
+    """A ToyTrainer class whose run stops (raises :class:`Interrupt`) before ``iteration``."""
+    from fastreid.engine.hooks import CallbackHook
 
     class InterruptedTrainer(ToyTrainer):
         def build_hooks(self):
-            from fastreid.engine.hooks import CallbackHook
-
             def stop(trainer):
-                if trainer.iter == 5:
+                if trainer.iter == iteration:
                     raise Interrupt()
 
             return super().build_hooks() + [CallbackHook(before_step=stop)]
 
+    return InterruptedTrainer
+
+
+def test_exact_resume(tmp_path):
+    straight = train(make_cfg(tmp_path / "straight", max_iter=10))
+
     cfg = make_cfg(tmp_path / "resumed", max_iter=10)
     cfg.SOLVER.GAN.CHECKPOINT_PERIOD = 5
     with pytest.raises(Interrupt):
-        train(cfg, InterruptedTrainer)
+        train(cfg, interrupted_at(5))
     assert not (tmp_path / "resumed" / "metrics.json").exists()  # no final evaluation after a crash
     resumed_cfg = cfg.clone()
     resumed_cfg.DATALOADER.NUM_WORKERS = 1  # the stream does not depend on worker processes
@@ -550,6 +556,29 @@ def test_exact_resume(tmp_path):
             for k in ref[idx]:
                 assert torch.equal(torch.as_tensor(ref[idx][k]), torch.as_tensor(got[idx][k])), (net, idx, k)
     assert history(resumed, "gen/loss_recon") == history(straight, "gen/loss_recon")[5:]
+
+
+def test_resume_past_a_truncated_last_checkpoint_is_exact(tmp_path, caplog):
+    """The last checkpoint was cut off (a full disk, a copy interrupted): --resume says so, continues from the
+    newest complete one, and still ends with the uninterrupted run's weights."""
+    import logging
+
+    straight = train(make_cfg(tmp_path / "straight", max_iter=8))
+
+    cfg = make_cfg(tmp_path / "resumed", max_iter=8)
+    cfg.SOLVER.GAN.CHECKPOINT_PERIOD = 1
+    with pytest.raises(Interrupt):
+        train(cfg, interrupted_at(6))
+    out = tmp_path / "resumed"
+    last = out / (out / "last_checkpoint").read_text()
+    assert last.name == "model_0000005.pth"
+    last.write_bytes(last.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="fastreid_gan"):
+        resumed = train(cfg, resume=True)
+    assert resumed.start_iter == 5  # from model_0000004.pth
+    assert "model_0000005.pth" in caplog.text and "model_0000004.pth" in caplog.text
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
 def test_nan_loss_stops_training_with_its_name(tmp_path):

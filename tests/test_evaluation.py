@@ -336,3 +336,93 @@ def test_evaluator_gathers_across_gloo_processes(tmp_path, monkeypatch):
     feats, pids, cams, nq = _split(4)
     single = _feed(FaissReidEvaluator(get_cfg(), nq), feats, pids, cams)
     assert json.load(open(out)) == pytest.approx(dict(single), abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------------ edge cases
+def _hand_split(q_pids, q_cams, g_pids, g_cams, seed=0):
+    """Random features (queries first) for a hand-made split, with its labels and number of queries."""
+    pids, cams = np.array(q_pids + g_pids), np.array(q_cams + g_cams)
+    feats = np.random.default_rng(seed).standard_normal((len(pids), 8)).astype(np.float32)
+    return feats, pids, cams, len(q_pids)
+
+
+@pytest.mark.parametrize("ng,ranks", [(3, [1]), (7, [1, 5]), (10, [1, 5, 10])])
+def test_evaluator_small_gallery_reports_cmc_up_to_its_size(ng, ranks, caplog):
+    from fastreid.config import get_cfg
+
+    # fastreid's evaluator reads cmc[4] and cmc[9] whatever the gallery size (IndexError below 10 images)
+    feats, pids, cams, nq = _hand_split([1, 2], [0, 0], [1, 2] + [9] * (ng - 2), [1] * ng)
+    with caplog.at_level("WARNING", logger="fastreid_gan.evaluation.reid_evaluator"):
+        res = _feed(FaissReidEvaluator(get_cfg(), nq, dataset_name="Tiny"), feats, pids, cams)
+    assert list(res) == [f"Rank-{r}" for r in ranks] + ["mAP", "mINP", "metric"]
+    assert ("CMC reported up to" in caplog.text) == (ng < 10)
+    dist = build_dist(torch.from_numpy(feats[:nq]), torch.from_numpy(feats[nq:]), "cosine")
+    cmc, aps, _ = brute_force(dist, pids[:nq], pids[nq:], cams[:nq], cams[nq:], max_rank=ng)
+    for r in ranks:
+        assert res[f"Rank-{r}"] == pytest.approx(cmc[r - 1] * 100)
+    assert res["mAP"] == pytest.approx(np.mean(aps) * 100)
+
+
+def test_queries_without_match_are_counted_logged_and_left_out(caplog):
+    from fastreid.config import get_cfg
+
+    # query pid 1 has a gallery match on another camera; pid 2 only on its own camera (removed); pid 3 none
+    feats, pids, cams, nq = _hand_split([1, 2, 3], [0, 0, 0], [1, 2, 5, 6, 7], [1, 0, 1, 1, 1])
+    ev = FaissReidEvaluator(get_cfg(), nq, dataset_name="TinySet")
+    with caplog.at_level("INFO", logger="fastreid_gan.evaluation.reid_evaluator"):
+        res = _feed(ev, feats, pids, cams)
+    assert ev.num_unmatched_queries == 2
+    assert "Evaluated TinySet: 3 queries (2 without a match in the gallery, left out of CMC/mAP/mINP)" in caplog.text
+    # mAP/CMC are those of the one matched query alone (Market-1501 protocol, as fastreid)
+    dist = build_dist(torch.from_numpy(feats[:1]), torch.from_numpy(feats[nq:]), "cosine")
+    cmc, aps, _ = brute_force(dist, pids[:1], pids[nq:], cams[:1], cams[nq:], max_rank=5)
+    assert res["mAP"] == pytest.approx(aps[0] * 100) and res["Rank-1"] == pytest.approx(cmc[0] * 100)
+    rank = rank_chunked(MatrixDistance(build_dist(torch.from_numpy(feats[:nq]), torch.from_numpy(feats[nq:]))),
+                        pids[:nq], pids[nq:], cams[:nq], cams[nq:])
+    assert rank.num_unmatched == 2 and list(rank.valid) == [True, False, False] and len(rank.all_AP) == 1
+
+
+def test_unevaluable_splits_raise_errors_naming_the_dataset():
+    from fastreid.config import get_cfg
+
+    from fastreid_gan.evaluation import EvaluationDataError
+
+    feats, pids, cams, _ = _hand_split([1, 2], [0, 0], [3, 4, 5], [1, 1, 1])
+    with pytest.raises(EvaluationDataError, match=r"^TinySet: the query set is empty"):
+        _feed(FaissReidEvaluator(get_cfg(), 0, dataset_name="TinySet"), feats, pids, cams)
+    with pytest.raises(EvaluationDataError, match=r"^TinySet: the gallery is empty.*bounding_box_test"):
+        _feed(FaissReidEvaluator(get_cfg(), len(feats), dataset_name="TinySet"), feats, pids, cams)
+    # no query identity in the gallery: fastreid (and this code before) raised a bare AssertionError
+    with pytest.raises(EvaluationDataError, match=r"^TinySet: none of the 2 queries has a match in the 3-image"):
+        _feed(FaissReidEvaluator(get_cfg(), 2, dataset_name="TinySet"), feats, pids, cams)
+    assert issubclass(EvaluationDataError, ValueError) and not issubclass(EvaluationDataError, AssertionError)
+    with pytest.raises(EvaluationDataError, match="query set is empty"):
+        evaluate_rank(np.zeros((0, 3), np.float32), np.zeros(0, int), pids[2:], np.zeros(0, int), cams[2:])
+
+
+@pytest.mark.filterwarnings("ignore:The current data structure is deprecated")
+def test_build_evaluator_on_a_tiny_market_folder_names_it(tmp_path, monkeypatch):
+    from fastreid.config import get_cfg
+
+    from fastreid_gan.evaluation import build_evaluator
+
+    names = {"bounding_box_train": ["0001_c1s1_000001_00.jpg"],
+             "query": ["0002_c1s1_000001_00.jpg", "0003_c1s1_000001_00.jpg"],
+             "bounding_box_test": ["0002_c2s1_000001_00.jpg", "0003_c2s1_000001_00.jpg", "0000_c2s1_000001_00.jpg",
+                                   "-1_c2s1_000001_00.jpg"]}  # junk (-1) is dropped: a 3-image gallery
+    for folder, files in names.items():
+        (tmp_path / "Market-1501-v15.09.15" / folder).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "Market-1501-v15.09.15" / folder / f).touch()  # not read: features are fed directly
+    monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path))
+    cfg = get_cfg()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    loader, ev = build_evaluator(cfg, "Market1501")
+    assert ev.dataset_name == "Market1501" and ev._num_query == 2
+    items = loader.dataset.img_items
+    pids = np.array([p for _, p, _ in items])
+    cams = np.array([c for _, _, c in items])
+    assert sorted(pids[2:]) == [0, 2, 3]
+    feats = np.eye(8, dtype=np.float32)[pids]  # each query's gallery image (same pid) is its nearest neighbour
+    res = _feed(ev, feats, pids, cams)
+    assert list(res) == ["Rank-1", "mAP", "mINP", "metric"] and res["Rank-1"] == 100.0 and res["mAP"] == 100.0

@@ -56,7 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ValueError(f"The overrides change MODEL.META_ARCHITECTURE to {cfg.MODEL.META_ARCHITECTURE!r}: "
                          f"use a config of that method instead")
     resolve_device(cfg)
-    model = load_model_for_inference(cfg, args.weights or cfg.MODEL.WEIGHTS)
+    model = load_model_for_inference(cfg, args.weights or cfg.MODEL.WEIGHTS,
+                                     source="--weights" if args.weights else "MODEL.WEIGHTS")
     if not args.output_dir:
         args.output_dir = os.path.join(cfg.OUTPUT_DIR, TOOL)
     return tool.run(args, cfg, model)

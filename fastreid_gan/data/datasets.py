@@ -8,19 +8,19 @@ Importing this module (``fastreid_gan.data`` does) registers in fastreid's ``DAT
   the other presets, in ``<root>/synthetic-<domain>-<preset>``.
 
 ``root`` is what fastreid passes (``$FASTREID_DATASETS``, default ``datasets``: :func:`.build.datasets_root`).
-Missing datasets raise :class:`~fastreid_gan.data.dataset_errors.DatasetNotFoundError` (see that module).
+Missing datasets raise :class:`~fastreid_gan.data.dataset_errors.DatasetNotFoundError`, misnamed files and empty
+folders :class:`~fastreid_gan.data.dataset_errors.DatasetFormatError` (see that module).
 """
 from __future__ import annotations
 
-import glob
 import os.path as osp
-import re
 from typing import Any, List, Optional, Tuple
 
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
 
 from .build import datasets_root
+from .dataset_errors import read_market_style_dir
 from .synthetic import ensure_dataset, get_domain
 
 __all__ = [
@@ -65,21 +65,10 @@ class SyntheticReID(ImageDataset):
         super().__init__(train, query, gallery, **kwargs)
 
     def process_dir(self, dir_path: str, is_train: bool = True) -> List[Tuple[str, Any, Any]]:
-        """(path, pid, camid) items; junk (-1) dropped, camids 0-based, train ids prefixed by the dataset name."""
-        pattern = re.compile(r"([-\d]+)_c(\d)")
-        data = []
-        for img_path in sorted(glob.glob(osp.join(dir_path, "*.jpg"))):
-            pid, camid = map(int, pattern.search(osp.basename(img_path)).groups())
-            if pid == -1:
-                continue
-            assert 1 <= camid <= self.num_cams, f"{img_path}: camera {camid} out of 1..{self.num_cams}"
-            camid -= 1
-            if is_train:
-                # Prefixing keeps ids of several training datasets apart; CommDataset relabels them to 0..N-1.
-                data.append((img_path, f"{self.dataset_name}_{pid}", f"{self.dataset_name}_{camid}"))
-            else:
-                data.append((img_path, pid, camid))
-        return data
+        """(path, pid, camid) items like fastreid's Market1501: junk (-1) dropped, camids 0-based, train ids
+        prefixed by the dataset name; a misnamed file or an empty folder is a ``DatasetFormatError``."""
+        return read_market_style_dir(dir_path, is_train, class_name=type(self).__name__,
+                                     dataset_name=self.dataset_name, num_cams=self.num_cams)
 
 
 @DATASET_REGISTRY.register()

@@ -1,4 +1,5 @@
-"""One-file checkpoints of a GAN training run, and the RNG states that make resuming exact.
+"""What a GAN training run's checkpoint holds beyond the weights: the RNG states that make resuming exact, and
+several optimizers/schedulers/scalers saved as one entry each.
 
 File layout (a plain dict written with ``torch.save``; only tensors, numbers, strings, lists, tuples,
 dicts and None, so ``torch.load(weights_only=True)`` reads it)::
@@ -9,22 +10,19 @@ dicts and None, so ``torch.load(weights_only=True)`` reads it)::
      "data": {"seed": int, "start_batch": int},               # training-stream position
      "rng": [per-rank RNG states]}
 
-``<save_dir>/last_checkpoint`` names the latest file, as in fastreid (:class:`GANCheckpointer` is fastreid's
-``Checkpointer`` with an atomic write and ``weights_only`` reading).
+plus ``"meta_architecture"``.  :class:`~fastreid_gan.checkpointer.RunCheckpointer` writes and reads the files
+(atomic write, ``last_checkpoint`` tag, fit check, retention, fall-back to the newest complete file).
 """
 from __future__ import annotations
 
-import os
 import random
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from fastreid.utils.checkpoint import Checkpointer
-
-__all__ = ["get_rng_state", "set_rng_state", "rng_isolated", "StateDicts", "GANCheckpointer"]
+__all__ = ["get_rng_state", "set_rng_state", "rng_isolated", "StateDicts"]
 
 
 def get_rng_state() -> Dict[str, Any]:
@@ -96,37 +94,3 @@ class StateDicts:
             if name not in state:
                 raise KeyError(f"The checkpoint has no {self.kind}[{name!r}] (saved: {sorted(state)})")
             obj.load_state_dict(state[name])
-
-
-class GANCheckpointer(Checkpointer):
-    """fastreid's ``Checkpointer`` (``save(name, **extra)``, ``load``, ``has_checkpoint``, ``get_checkpoint_file``,
-    the ``last_checkpoint`` tag) with an atomic write and a ``weights_only`` reader for resuming.
-
-    ``GANCheckpointer(model, save_dir, save_to_disk=..., optimizers=StateDicts(...), ...)``: every
-    checkpointable becomes one entry of the file, next to ``"model"`` and the ``extra`` entries of ``save``.
-    """
-
-    def save(self, name: str, **extra: Any) -> Optional[str]:  # type: ignore[override]
-        """Write ``<save_dir>/<name>.pth`` atomically, tag it as the last checkpoint; returns its path."""
-        if not self.save_dir or not self.save_to_disk:
-            return None
-        data: Dict[str, Any] = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(extra)
-        os.makedirs(self.save_dir, exist_ok=True)
-        basename = f"{name}.pth"
-        path = os.path.join(self.save_dir, basename)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        torch.save(data, tmp)
-        os.replace(tmp, path)  # an interrupted save never leaves a truncated checkpoint behind
-        self.tag_last_checkpoint(basename)
-        self.logger.info("Saved checkpoint to %s", path)
-        return path
-
-    def read(self, path: str) -> Dict[str, Any]:
-        """The training checkpoint at ``path``, for resuming (tensors and plain data only: ``weights_only``).
-
-        ``load()`` (``MODEL.WEIGHTS``) keeps fastreid's reader, which also takes stock fastreid checkpoints.
-        """
-        return torch.load(path, map_location="cpu", weights_only=True)

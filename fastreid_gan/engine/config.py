@@ -195,3 +195,12 @@ def add_gan_engine_config(cfg: CN) -> None:
     if "POSITIVES" not in cfg.DATALOADER:
         # add "pos_images"/"pos_targets": another image of the same identity for each sample
         cfg.DATALOADER.POSITIVES = False
+    # keys both trainers (baseline and GAN) read
+    if "CHECKPOINT_KEEP" not in cfg.SOLVER:
+        # periodic checkpoints (model_<n>.pth) kept on disk, the newest ones; 0 keeps all (fastreid's behaviour).
+        # model_final.pth and model_best.pth are never removed.
+        cfg.SOLVER.CHECKPOINT_KEEP = 0
+    if "WEIGHTS_KEEP_INIT" not in cfg.MODEL:
+        # key prefixes of the model that MODEL.WEIGHTS may leave at their initialisation (missing from the file or
+        # of another shape), e.g. ["heads."] for a backbone-only initialisation; anything else must fit
+        cfg.MODEL.WEIGHTS_KEEP_INIT = []

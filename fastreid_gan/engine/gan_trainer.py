@@ -22,12 +22,14 @@ from fastreid.modeling.meta_arch import build_model
 from fastreid.utils import comm
 from fastreid.utils.logger import setup_logger
 
+from fastreid_gan.checkpoint_io import CheckpointFileError, check_weights_fit
+from fastreid_gan.checkpointer import RESUME_ADVICE, RunCheckpointer
 from fastreid_gan.data.build import build_gan_train_loader
 from fastreid_gan.evaluation import build_evaluator, evaluate_on_test_datasets
-from fastreid_gan.run_outputs import build_event_writers
+from fastreid_gan.run_outputs import build_event_writers, mark_config_yaml
 
 from . import distributed
-from .checkpoint import GANCheckpointer, StateDicts, get_rng_state, set_rng_state
+from .checkpoint import StateDicts, get_rng_state, set_rng_state
 from .config import gan_meta_arch_class, resolve_optimizer_node
 from .hooks import GANEvalHook, GANPeriodicCheckpointer, GANPeriodicWriter, ImageGridHook
 from .meta_arch import GANMetaArch
@@ -82,6 +84,8 @@ class GANTrainer(SimpleGANTrainer):
                 setup_logger(cfg.OUTPUT_DIR or None, distributed_rank=comm.get_rank(), name=name)
         data_loader = self.build_train_loader(cfg)
         cfg = DefaultTrainer.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
+        if comm.is_main_process():
+            mark_config_yaml(cfg.OUTPUT_DIR)  # auto-scaling rewrote it
         model = self.build_model(cfg)
         sub_nets = model.sub_networks()
         self.optimizer_nodes: Dict[str, Any] = resolve_optimizer_nodes(cfg, model, sub_nets)
@@ -101,12 +105,15 @@ class GANTrainer(SimpleGANTrainer):
         self.epoch = 0
         self.final_results: Optional[Mapping] = None
         self._images_per_pass = max(len(data_loader.dataset), 1)
-        self.checkpointer = GANCheckpointer(
+        self.checkpointer = RunCheckpointer(
             model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+            meta_architecture=cfg.MODEL.META_ARCHITECTURE, keep=cfg.SOLVER.CHECKPOINT_KEEP,
+            keep_init=cfg.MODEL.WEIGHTS_KEEP_INIT,
             optimizers=StateDicts("optimizers", self.optimizers),
             schedulers=StateDicts("schedulers", self.schedulers),
             scalers=StateDicts("scalers", self.scalers),
         )
+        self.checkpointer.remove_stale_partial_saves()
         self.register_hooks(self.build_hooks())
 
     # ------------------------------------------------------------------ building blocks (overridable)
@@ -201,19 +208,34 @@ class GANTrainer(SimpleGANTrainer):
         )
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """Resume from ``<OUTPUT_DIR>/last_checkpoint`` (everything, exactly) if ``resume`` and it exists;
-        otherwise load ``MODEL.WEIGHTS`` into the model only (fastreid's lenient loader) and start at 0."""
+        """Resume from ``<OUTPUT_DIR>/last_checkpoint`` (everything, exactly; the newest complete checkpoint if
+        that one is unreadable) if ``resume`` and it exists; otherwise load ``MODEL.WEIGHTS`` into the model
+        only (checked to fit, see :mod:`fastreid_gan.checkpoint_io`) and start at 0."""
         if resume and self.checkpointer.has_checkpoint():
-            path = self.checkpointer.get_checkpoint_file()
+            path, state = self.checkpointer.resumable()
             logger.info("Resuming from %s", path)
-            self.load_training_state(self.checkpointer.read(path))
+            self.load_training_state(state, path)
         else:
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
             self.start_iter = 0
 
-    def load_training_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a checkpoint dict written by :meth:`save_checkpoint`; training continues at
-        ``state["iteration"] + 1``."""
+    def load_training_state(self, state: Mapping[str, Any], path: str = "the checkpoint") -> None:
+        """Restore a checkpoint dict written by :meth:`save_checkpoint` (read from ``path``); training
+        continues at ``state["iteration"] + 1``.
+
+        Raises:
+            WeightsMismatchError: the weights do not fit the model exactly (OUTPUT_DIR of another config?).
+            CheckpointFileError: the file lacks training state (it was not written by this trainer).
+        """
+        check_weights_fit(self.model, state, path, source="the checkpoint to resume from",
+                          meta_arch=self.cfg.MODEL.META_ARCHITECTURE, classifier_may_differ=False,
+                          advice=RESUME_ADVICE)
+        missing = [k for k in ("iteration", "data", "rng", *self.checkpointer.checkpointables) if k not in state]
+        if missing:
+            raise CheckpointFileError(
+                f"{path} cannot be resumed from: it has no {missing} (not a checkpoint of a GAN training run). "
+                f"To start from its weights, run without --resume with MODEL.WEIGHTS {path}"
+            )
         self.model.load_state_dict(state["model"])
         for key, objects in self.checkpointer.checkpointables.items():
             objects.load_state_dict(state[key])

@@ -133,6 +133,12 @@ class GANMetaArch(nn.Module):
         """``"loss_x" -> LossWeight`` schedules (read once); a loss without an entry has weight 1."""
         return {}
 
+    def identity_classifier_prefixes(self) -> Sequence[str]:
+        """State-dict key prefixes of the identity classifier(s), whose size follows the number of training
+        identities: a checkpoint may hold them at another size (or not at all) when it initialises a model or
+        serves for retrieval (:func:`fastreid_gan.checkpoint_io.check_weights_fit`); default none."""
+        return ()
+
     def prepare_training(self) -> None:
         """Build what training needs and inference does not (DG-Net: its frozen teacher); default nothing.
 

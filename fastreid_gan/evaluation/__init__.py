@@ -7,7 +7,7 @@
 from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance
 from .faiss_search import build_index, faiss_gpu_available, knn_search
 from .query_expansion import aqe
-from .ranking import RankResult, evaluate_rank, evaluate_rank_features, rank_chunked
+from .ranking import EvaluationDataError, RankResult, evaluate_rank, evaluate_rank_features, rank_chunked
 from .reid_evaluator import FaissReidEvaluator, ReidEvaluator
 from .reranking import compute_jaccard_distance, re_ranking, rerank_distance
 from .roc import FPR_TARGETS, evaluate_roc_tpr, tpr_at_fpr_chunked
@@ -16,6 +16,7 @@ from .dataset_evaluation import build_evaluator, evaluate_on_test_datasets
 __all__ = [
     "FaissReidEvaluator",
     "ReidEvaluator",
+    "EvaluationDataError",
     "RankResult",
     "evaluate_rank",
     "evaluate_rank_features",

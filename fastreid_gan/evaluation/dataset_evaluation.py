@@ -28,7 +28,7 @@ EvaluatorBuilder = Callable[[Any, str], Tuple[Any, DatasetEvaluator]]
 def build_evaluator(cfg: Any, dataset_name: str, output_dir: Optional[str] = None) -> Tuple[Any, DatasetEvaluator]:
     """``(test loader over query + gallery, ReidEvaluator)`` for one test dataset (CPU-safe loader)."""
     data_loader, num_query = build_test_loader(cfg, dataset_name)
-    return data_loader, ReidEvaluator(cfg, num_query, output_dir)
+    return data_loader, ReidEvaluator(cfg, num_query, output_dir, dataset_name=dataset_name)
 
 
 def evaluate_on_test_datasets(cfg: Any, model: nn.Module,

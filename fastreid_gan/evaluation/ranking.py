@@ -33,7 +33,8 @@ from .distance import DistanceProvider, FeatureDistance, MatrixDistance, TorchFe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RankResult", "rank_chunked", "evaluate_rank", "evaluate_rank_features", "default_num_threads"]
+__all__ = ["EvaluationDataError", "RankResult", "rank_chunked", "evaluate_rank", "evaluate_rank_features",
+           "default_num_threads"]
 
 DEFAULT_MEMORY_BUDGET_MB = 256.0
 _BLOCK_ROWS = 8  # rows per worker task: small enough to balance 2+ threads, large enough to amortise the calls
@@ -45,6 +46,14 @@ def default_num_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+class EvaluationDataError(ValueError):
+    """The query/gallery split cannot be evaluated: an empty set, or no query has a match in the gallery.
+
+    fastreid raises a bare ``AssertionError`` ("all query identities do not appear in gallery") or an
+    ``IndexError``; this names the dataset (when the caller passes it) and the fix.
+    """
 
 
 @dataclass
@@ -61,6 +70,11 @@ class RankResult:
     positive_dists: Optional[np.ndarray] = None
     num_negative_pairs: int = 0
     extra: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_unmatched(self) -> int:
+        """Queries without any match in the gallery (same pid, another camera): left out of CMC, mAP and mINP."""
+        return int(len(self.valid) - self.valid.sum())
 
     @property
     def mAP(self) -> float:
@@ -274,8 +288,12 @@ def _match_positions(T: np.ndarray, P: np.ndarray, match: np.ndarray, cl: np.nda
 
 def rank_chunked(provider: DistanceProvider, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, num_threads: Optional[int] = None,
-                 collect_roc: bool = False) -> RankResult:
+                 collect_roc: bool = False, *, dataset: Optional[str] = None) -> RankResult:
     """Exact Market-1501 ranking metrics from a chunked distance provider.
+
+    Queries without a match in the gallery (no gallery item of their pid from another camera) are skipped, as
+    in the Market-1501 protocol and fastreid: they count in neither CMC nor mAP/mINP
+    (:attr:`RankResult.num_unmatched` says how many).
 
     Args:
         provider: a :class:`~fastreid_gan.evaluation.distance.DistanceProvider` (features or a matrix).
@@ -283,12 +301,21 @@ def rank_chunked(provider: DistanceProvider, q_pids, g_pids, q_camids, g_camids,
         memory_budget_mb: bound for the per-chunk distance block (rows x gallery float32) and padding.
         num_threads: worker threads for the row sorts (default: usable CPUs).
         collect_roc: also keep the positive-pair distances needed by :func:`roc.tpr_at_fpr`.
+        dataset: named in the errors.
+
+    Raises:
+        EvaluationDataError: no query, no gallery item, or no query with a match in the gallery.
     """
     q_pids, g_pids = _as_1d_int(q_pids, "q_pids"), _as_1d_int(g_pids, "g_pids")
     q_camids, g_camids = _as_1d_int(q_camids, "q_camids"), _as_1d_int(g_camids, "g_camids")
     Q, G = provider.num_query, provider.num_gallery
     if len(q_pids) != Q or len(q_camids) != Q or len(g_pids) != G or len(g_camids) != G:
         raise ValueError(f"pid/camid lengths do not match the {Q} x {G} distances")
+    name = dataset or "the evaluated dataset"
+    for count, part, folder in ((Q, "query set", "query"), (G, "gallery", "bounding_box_test")):
+        if count == 0:
+            raise EvaluationDataError(f"{name}: the {part} is empty, nothing to evaluate. Fix: the dataset's "
+                                      f"{part} (a Market-1501-style {folder}/ folder) must hold images.")
     if G < max_rank:
         logger.info("Note: number of gallery samples is quite small, got %d", G)
         max_rank = G
@@ -326,7 +353,11 @@ def rank_chunked(provider: DistanceProvider, q_pids, g_pids, q_camids, g_camids,
         del D
 
     num_valid = int(valid_q.sum())
-    assert num_valid > 0, "Error: all query identities do not appear in gallery"
+    if num_valid == 0:
+        raise EvaluationDataError(
+            f"{name}: none of the {Q} queries has a match in the {G}-image gallery (an image of the same pid from "
+            f"another camera), so CMC and mAP are undefined. Fix: query and gallery must come from the same "
+            f"dataset, and each query identity needs gallery images from other cameras.")
     hist = np.bincount(np.minimum(first[valid_q], max_rank), minlength=max_rank + 1)[:max_rank]
     cmc = np.cumsum(hist) / float(num_valid)
     res = RankResult(cmc=cmc, all_AP=all_AP[valid_q], all_INP=all_INP[valid_q], valid=valid_q, num_gallery=G,

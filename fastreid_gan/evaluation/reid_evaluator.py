@@ -23,7 +23,7 @@ from fastreid.utils import comm
 
 from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance, empty_f32
 from .query_expansion import aqe
-from .ranking import DEFAULT_MEMORY_BUDGET_MB, _resolve_device, rank_chunked
+from .ranking import DEFAULT_MEMORY_BUDGET_MB, EvaluationDataError, _resolve_device, rank_chunked
 from .reranking import rerank_distance
 from .roc import FPR_TARGETS, roc_key, tpr_at_fpr_chunked
 
@@ -97,6 +97,13 @@ class FaissReidEvaluator(DatasetEvaluator):
     Honours ``cfg.TEST.METRIC`` (cosine | euclidean), ``cfg.TEST.AQE`` and ``cfg.TEST.RERANK``.
     The first ``num_query`` processed samples are the queries, the rest the gallery (fastreid's convention).
 
+    Edge cases (Market-1501 protocol, as fastreid): queries without a match in the gallery (no image of their
+    pid from another camera) are left out of CMC, mAP and mINP; their number is logged and kept in
+    ``num_unmatched_queries``.  ``Rank-k`` is reported only for ``k`` up to the gallery size (a 3-image gallery
+    gives ``Rank-1`` but no ``Rank-5``/``Rank-10``, where fastreid raises ``IndexError``); from 10 gallery
+    images on the keys are always ``Rank-1/5/10``.  An empty query set or gallery, or no query with a match,
+    raises :class:`~fastreid_gan.evaluation.ranking.EvaluationDataError` naming ``dataset_name``.
+
     Args:
         cfg: a fastreid config node.
         num_query: number of query samples.
@@ -104,11 +111,12 @@ class FaissReidEvaluator(DatasetEvaluator):
         memory_budget_mb: bound for the (query chunk x gallery) distance block; default 256 MB.
         device: ``None``/``"auto"`` (CUDA when torch sees it, else CPU), ``"cpu"`` or a CUDA device.
         num_threads: CPU worker threads for the per-row sorts (default: the usable CPUs).
+        dataset_name: the test dataset, named in errors and in the log line.
     """
 
     def __init__(self, cfg, num_query: int, output_dir: Optional[str] = None, *,
                  memory_budget_mb: Optional[float] = None, device: Optional[Union[str, torch.device]] = None,
-                 num_threads: Optional[int] = None):
+                 num_threads: Optional[int] = None, dataset_name: Optional[str] = None):
         self.cfg = cfg
         self._num_query = int(num_query)
         self._output_dir = output_dir
@@ -116,6 +124,9 @@ class FaissReidEvaluator(DatasetEvaluator):
         self.memory_budget_mb = float(memory_budget_mb or DEFAULT_MEMORY_BUDGET_MB)
         self.device = device
         self.num_threads = num_threads
+        self.dataset_name = dataset_name
+        #: queries of the last evaluate() without any match in the gallery (left out of CMC/mAP/mINP)
+        self.num_unmatched_queries = 0
         self._results: "OrderedDict[str, float]" = OrderedDict()
         self.timings: Dict[str, float] = {}
         self.reset()
@@ -147,8 +158,15 @@ class FaissReidEvaluator(DatasetEvaluator):
             return {}
         feats, pids, camids = gathered
         nq = self._num_query
-        if not 0 < nq < len(feats):
-            raise ValueError(f"num_query={nq} but {len(feats)} samples were processed")
+        name = self.dataset_name or "the evaluated dataset"
+        if nq <= 0:
+            raise EvaluationDataError(f"{name}: the query set is empty (num_query={nq}), nothing to evaluate. Fix: "
+                                      f"the dataset's query set (a Market-1501-style query/ folder) must hold images.")
+        if nq >= len(feats):
+            raise EvaluationDataError(
+                f"{name}: the gallery is empty: num_query={nq} but only {len(feats)} samples were processed. Fix: "
+                f"the dataset's gallery (a Market-1501-style bounding_box_test/ folder) must hold images, and the "
+                f"loader must yield the queries then the gallery.")
         t0 = time.perf_counter()
         query, gallery = feats.slice(0, nq), feats.slice(nq, len(feats))
         q_pids, g_pids = pids[:nq], pids[nq:]
@@ -181,9 +199,14 @@ class FaissReidEvaluator(DatasetEvaluator):
             provider = MatrixDistance(dist, None if dev is None else dev)
 
         roc = bool(test.ROC.ENABLED)
-        res = rank_chunked(provider, q_pids, g_pids, q_camids, g_camids, 50, budget, threads, collect_roc=roc)
+        res = rank_chunked(provider, q_pids, g_pids, q_camids, g_camids, 50, budget, threads, collect_roc=roc,
+                           dataset=self.dataset_name)
+        self.num_unmatched_queries = res.num_unmatched
         results: "OrderedDict[str, float]" = OrderedDict()
-        for r in (1, 5, 10):
+        ranks = [r for r in (1, 5, 10) if r <= len(res.cmc)]  # len(cmc) = min(50, gallery size)
+        if len(ranks) < 3:
+            logger.warning("%s: gallery of %d images: CMC reported up to Rank-%d only", name, len(res.cmc), ranks[-1])
+        for r in ranks:
             results[f"Rank-{r}"] = float(res.cmc[r - 1] * 100)
         results["mAP"] = res.mAP * 100
         results["mINP"] = res.mINP * 100
@@ -196,7 +219,8 @@ class FaissReidEvaluator(DatasetEvaluator):
                 results[roc_key(fpr)] = tprs[fpr]
         #: wall times of the last evaluate(): total, and the distance GEMMs inside the ranking pass
         self.timings = {"evaluate_s": time.perf_counter() - t0, "gemm_s": res.extra.get("gemm_s", float("nan"))}
-        logger.info("Evaluated %d queries x %d gallery (%s, %s) in %.2f s (distance GEMMs %.2f s)", nq,
+        logger.info("Evaluated %s: %d queries (%d without a match in the gallery, left out of CMC/mAP/mINP) x %d "
+                    "gallery (%s, %s) in %.2f s (distance GEMMs %.2f s)", name, nq, res.num_unmatched,
                     len(feats) - nq, metric, "numpy/BLAS CPU" if dev is None else str(dev),
                     self.timings["evaluate_s"], self.timings["gemm_s"])
         self._results = results

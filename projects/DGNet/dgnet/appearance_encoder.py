@@ -6,12 +6,12 @@ import logging
 import os
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
 import fastreid_gan  # noqa: F401  (applies the fastreid 1.4.0 compatibility fixes before fastreid is imported)
 from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet, model_urls
 
+from fastreid_gan.checkpoint_io import load_torch_file
 from fastreid_gan.layers import run_segments
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def load_imagenet_resnet(backbone: nn.Module, path: str) -> None:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ImageNet weights for the appearance encoder not found: {path!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, source="MODEL.BACKBONE.PRETRAIN_PATH")
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

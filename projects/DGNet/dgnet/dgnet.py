@@ -243,6 +243,9 @@ class DGNet(GANMetaArch):
     def loss_weights(self) -> Dict[str, LossWeight]:
         return dict(self._loss_weights)
 
+    def identity_classifier_prefixes(self) -> Sequence[str]:
+        return ("id.head_prim.classifier.", "id.head_fine.classifier.")
+
     # ------------------------------------------------------------------ teacher
     def prepare_training(self) -> None:
         """Build the teacher when the loss weights use it: its random initialisation (before its weights are

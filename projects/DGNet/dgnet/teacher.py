@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastreid_gan.checkpoint_io import load_torch_file
+
 __all__ = ["Teacher", "build_teacher", "TEACHER_HELP"]
 
 TEACHER_HELP = (
@@ -98,10 +100,7 @@ def _resolve(path: str, key: str, what: str) -> str:
 
 
 def _checkpoint_state(path: str) -> Dict[str, Tensor]:
-    try:
-        ckpt: Any = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or not a torch file
-        raise ValueError(f"MODEL.DGNET.TEACHER.WEIGHTS = '{path}' is not a readable checkpoint: {exc}") from exc
+    ckpt: Any = load_torch_file(path, source="MODEL.DGNET.TEACHER.WEIGHTS")
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"MODEL.DGNET.TEACHER.WEIGHTS = '{path}' holds no state dict. {TEACHER_HELP}")
