@@ -426,3 +426,39 @@ def test_build_evaluator_on_a_tiny_market_folder_names_it(tmp_path, monkeypatch)
     feats = np.eye(8, dtype=np.float32)[pids]  # each query's gallery image (same pid) is its nearest neighbour
     res = _feed(ev, feats, pids, cams)
     assert list(res) == ["Rank-1", "mAP", "mINP", "metric"] and res["Rank-1"] == 100.0 and res["mAP"] == 100.0
+
+
+# ----------------------------------------------------------------------------- pair re-ranking (TEST.PAIR_RERANK)
+def test_pair_rerank_reorders_the_top_k_and_keeps_the_rest_behind():
+    from fastreid_gan.evaluation.pair_rerank import pair_rerank_distance
+
+    rng = np.random.default_rng(0)
+    dist = rng.random((4, 9)).astype(np.float32)
+    query = rng.standard_normal((4, 3)).astype(np.float32)
+    gallery = rng.standard_normal((9, 3)).astype(np.float32)
+    truth = rng.random((4, 9)).astype(np.float32)  # what the scorer says, looked up by the feature pair
+    index = {tuple(g): j for j, g in enumerate(gallery)}
+    qindex = {tuple(q): i for i, q in enumerate(query)}
+
+    def scorer(qf, gf):
+        return torch.tensor([truth[qindex[tuple(q.tolist())], index[tuple(g.tolist())]] for q, g in zip(qf, gf)])
+
+    for topk, budget in ((3, 256.0), (3, 1e-6), (20, 256.0)):  # 1e-6 MB: one query per chunk
+        out = pair_rerank_distance(MatrixDistance(dist), query, gallery, scorer, topk, budget)
+        for i in range(4):
+            nearest = np.argsort(dist[i])
+            k = min(topk, 9)
+            top = nearest[:k]
+            expected = list(top[np.argsort(truth[i, top])]) + list(nearest[k:])
+            assert list(np.argsort(out[i], kind="stable")) == expected
+
+
+def test_pair_rerank_needs_a_pair_scorer():
+    from fastreid_gan.config import get_cfg
+    from fastreid_gan.evaluation.dataset_evaluation import _pair_scorer
+
+    cfg = get_cfg()
+    assert _pair_scorer(cfg, torch.nn.Linear(1, 1)) is None
+    cfg.TEST.PAIR_RERANK.ENABLED = True
+    with pytest.raises(ValueError, match="Linear has none: set TEST.PAIR_RERANK.ENABLED False"):
+        _pair_scorer(cfg, torch.nn.Linear(1, 1))

@@ -200,6 +200,10 @@ def add_gan_engine_config(cfg: CN) -> None:
         # periodic checkpoints (model_<n>.pth) kept on disk, the newest ones; 0 keeps all (fastreid's behaviour).
         # model_final.pth and model_best.pth are never removed.
         cfg.SOLVER.CHECKPOINT_KEEP = 0
+    if "PAIR_RERANK" not in cfg.TEST:
+        # re-score each query's TOPK nearest gallery items with the model's pair_distance (FD-GAN's published
+        # protocol: V's probability "different"); the metrics are reported both ways (fastreid_gan.evaluation)
+        cfg.TEST.PAIR_RERANK = CN({"ENABLED": False, "TOPK": 100})
     if "WEIGHTS_KEEP_INIT" not in cfg.MODEL:
         # key prefixes of the model that MODEL.WEIGHTS may leave at their initialisation (missing from the file or
         # of another shape), e.g. ["heads."] for a backbone-only initialisation; anything else must fit

@@ -165,6 +165,18 @@ class GANMetaArch(nn.Module):
         """Inference: a dict with ``"images"`` or a raw ``(B, 3, H, W)`` tensor in 0..255 -> ``(B, D)`` features."""
         raise NotImplementedError
 
+    def inference_images(self, batched_inputs: Any) -> Tensor:
+        """The ``(B, 3, H, W)`` 0..255 images of what :meth:`forward` gets (a dict with ``"images"``, as fastreid's
+        test loader gives, or the tensor itself, as ``DefaultPredictor`` and export give), on the model's device."""
+        if isinstance(batched_inputs, Mapping):
+            images = batched_inputs["images"]
+        elif isinstance(batched_inputs, Tensor):
+            images = batched_inputs
+        else:
+            raise TypeError(f"{type(self).__name__} expects a dict with 'images' or a tensor, got "
+                            f"{type(batched_inputs).__name__}")
+        return images.to(self.device)
+
     def visualize(self, batch: Dict[str, Any]) -> Dict[str, Tensor]:
         """Optional: ``name -> (N, 3, H, W)`` images in 0..1 for the image-grid hook (run under no_grad, eval mode)."""
         return {}

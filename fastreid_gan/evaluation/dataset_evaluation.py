@@ -31,17 +31,38 @@ def build_evaluator(cfg: Any, dataset_name: str, output_dir: Optional[str] = Non
     return data_loader, ReidEvaluator(cfg, num_query, output_dir, dataset_name=dataset_name)
 
 
+def _pair_scorer(cfg: Any, model: nn.Module) -> Optional[Callable]:
+    """The model's ``pair_distance`` when ``TEST.PAIR_RERANK.ENABLED`` (an error if it has none)."""
+    if not cfg.TEST.PAIR_RERANK.ENABLED:
+        return None
+    net = getattr(model, "module", model)  # (Distributed)DataParallel
+    scorer = getattr(net, "pair_distance", None)
+    if not callable(scorer):
+        raise ValueError(f"TEST.PAIR_RERANK.ENABLED re-scores pairs with the model's pair_distance(query_feats, "
+                         f"gallery_feats), a verification head such as FD-GAN's V; {type(net).__name__} has none: "
+                         f"set TEST.PAIR_RERANK.ENABLED False")
+    return scorer
+
+
 def evaluate_on_test_datasets(cfg: Any, model: nn.Module,
                               evaluator_builder: EvaluatorBuilder = build_evaluator
                               ) -> "OrderedDict[str, Dict[str, float]]":
     """``{dataset: {metric: value}}`` for every ``cfg.DATASETS.TESTS`` (main process; other ranks get empty dicts).
 
     ``TEST.FLIP.ENABLED`` adds the mirrored image's feature, as fastreid's ``inference_on_dataset`` does.
+    ``TEST.PAIR_RERANK.ENABLED`` re-scores each query's nearest gallery items with the model's ``pair_distance``
+    (FD-GAN's V) and adds those metrics, prefixed ``verified/`` (:mod:`fastreid_gan.evaluation.pair_rerank`).
     """
+    scorer = _pair_scorer(cfg, model)
     results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
     for dataset_name in cfg.DATASETS.TESTS:
         logger.info("Evaluating on %s", dataset_name)
         data_loader, evaluator = evaluator_builder(cfg, dataset_name)
+        if scorer is not None:
+            if not hasattr(evaluator, "pair_scorer"):
+                raise TypeError(f"TEST.PAIR_RERANK.ENABLED needs this project's ReidEvaluator; the evaluator "
+                                f"builder gave a {type(evaluator).__name__}")
+            evaluator.pair_scorer = scorer
         result = inference_on_dataset(model, data_loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED)
         results[dataset_name] = result
         if comm.is_main_process() and result:

@@ -10,7 +10,7 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from fastreid.utils import comm
 from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance, empty_f32
 from .query_expansion import aqe
 from .ranking import DEFAULT_MEMORY_BUDGET_MB, EvaluationDataError, _resolve_device, rank_chunked
+from .pair_rerank import PAIR_RERANK_PREFIX, PairScorer, pair_rerank_distance
 from .reranking import rerank_distance
 from .roc import FPR_TARGETS, roc_key, tpr_at_fpr_chunked
 
@@ -112,11 +113,15 @@ class FaissReidEvaluator(DatasetEvaluator):
         device: ``None``/``"auto"`` (CUDA when torch sees it, else CPU), ``"cpu"`` or a CUDA device.
         num_threads: CPU worker threads for the per-row sorts (default: the usable CPUs).
         dataset_name: the test dataset, named in errors and in the log line.
+        pair_scorer: with ``TEST.PAIR_RERANK.ENABLED``, re-scores each query's ``TEST.PAIR_RERANK.TOPK`` nearest
+            gallery items (:func:`~fastreid_gan.evaluation.pair_rerank.pair_rerank_distance`); the re-ranked
+            metrics are added with the ``verified/`` prefix, next to the plain ones.
     """
 
     def __init__(self, cfg, num_query: int, output_dir: Optional[str] = None, *,
                  memory_budget_mb: Optional[float] = None, device: Optional[Union[str, torch.device]] = None,
-                 num_threads: Optional[int] = None, dataset_name: Optional[str] = None):
+                 num_threads: Optional[int] = None, dataset_name: Optional[str] = None,
+                 pair_scorer: Optional[PairScorer] = None):
         self.cfg = cfg
         self._num_query = int(num_query)
         self._output_dir = output_dir
@@ -127,6 +132,9 @@ class FaissReidEvaluator(DatasetEvaluator):
         self.dataset_name = dataset_name
         #: queries of the last evaluate() without any match in the gallery (left out of CMC/mAP/mINP)
         self.num_unmatched_queries = 0
+        #: ``TEST.PAIR_RERANK``: ``scorer(query_feats, gallery_feats) -> distances`` of aligned pairs (a model's
+        #: ``pair_distance``, set by :func:`~fastreid_gan.evaluation.evaluate_on_test_datasets`), or None
+        self.pair_scorer: Optional[PairScorer] = pair_scorer
         self._results: "OrderedDict[str, float]" = OrderedDict()
         self.timings: Dict[str, float] = {}
         self.reset()
@@ -202,15 +210,20 @@ class FaissReidEvaluator(DatasetEvaluator):
         res = rank_chunked(provider, q_pids, g_pids, q_camids, g_camids, 50, budget, threads, collect_roc=roc,
                            dataset=self.dataset_name)
         self.num_unmatched_queries = res.num_unmatched
-        results: "OrderedDict[str, float]" = OrderedDict()
-        ranks = [r for r in (1, 5, 10) if r <= len(res.cmc)]  # len(cmc) = min(50, gallery size)
-        if len(ranks) < 3:
-            logger.warning("%s: gallery of %d images: CMC reported up to Rank-%d only", name, len(res.cmc), ranks[-1])
-        for r in ranks:
-            results[f"Rank-{r}"] = float(res.cmc[r - 1] * 100)
-        results["mAP"] = res.mAP * 100
-        results["mINP"] = res.mINP * 100
-        results["metric"] = (res.mAP + float(res.cmc[0])) / 2 * 100
+        if len(res.cmc) < 10:
+            logger.warning("%s: gallery of %d images: CMC reported up to Rank-%d only", name, len(res.cmc),
+                           max(r for r in (1, 5, 10) if r <= len(res.cmc)))
+        results = _ranking_metrics(res)
+        if self.pair_scorer is not None:
+            topk = int(test.PAIR_RERANK.TOPK)
+            verified = pair_rerank_distance(provider, query.to_array(), gallery.to_array(), self.pair_scorer, topk,
+                                            budget)
+            res_v = rank_chunked(MatrixDistance(verified, None), q_pids, g_pids, q_camids, g_camids, 50, budget,
+                                 threads, dataset=self.dataset_name)
+            for key, value in _ranking_metrics(res_v).items():
+                results[f"{PAIR_RERANK_PREFIX}{key}"] = value
+            logger.info("%s: the pair scorer re-ranked each query's top %d (%s* keys): mAP %.2f -> %.2f", name,
+                        topk, PAIR_RERANK_PREFIX, results["mAP"], results[f"{PAIR_RERANK_PREFIX}mAP"])
         if roc:
             tprs = tpr_at_fpr_chunked(provider, q_pids, g_pids, q_camids, g_camids, res.positive_dists,
                                       res.num_negative_pairs, FPR_TARGETS, memory_budget_mb=budget,
@@ -225,6 +238,18 @@ class FaissReidEvaluator(DatasetEvaluator):
                     self.timings["evaluate_s"], self.timings["gemm_s"])
         self._results = results
         return copy.deepcopy(results)
+
+
+def _ranking_metrics(res: Any) -> "OrderedDict[str, float]":
+    """Rank-1/5/10 (those within the gallery's size), mAP, mINP and fastreid's "metric" of a ranking, in %."""
+    results: "OrderedDict[str, float]" = OrderedDict()
+    for r in (1, 5, 10):
+        if r <= len(res.cmc):  # len(cmc) = min(50, gallery size)
+            results[f"Rank-{r}"] = float(res.cmc[r - 1] * 100)
+    results["mAP"] = res.mAP * 100
+    results["mINP"] = res.mINP * 100
+    results["metric"] = (res.mAP + float(res.cmc[0])) / 2 * 100
+    return results
 
 
 #: fastreid's class name, for ``from fastreid_gan.evaluation import ReidEvaluator``.

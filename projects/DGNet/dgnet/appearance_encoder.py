@@ -1,36 +1,24 @@
 """DG-Net appearance encoder E_a with its two re-id heads (paper Sec. 3.2, 4.1 (i); published ``ft_netAB``)."""
 from __future__ import annotations
 
-import glob
 import logging
-import os
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 from torch import Tensor, nn
 
-import fastreid_gan  # noqa: F401  (applies the fastreid 1.4.0 compatibility fixes before fastreid is imported)
-from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet, model_urls
-
-from fastreid_gan.checkpoint_io import load_torch_file
 from fastreid_gan.layers import run_segments
+from fastreid_gan.layers.resnet import (
+    build_resnet,
+    find_cached_imagenet_weights,
+    load_imagenet_resnet,
+    resnet_depth_key,
+    resnet_out_channels,
+    resnet_segments,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassifierHead", "AppearanceEncoder", "load_imagenet_resnet"]
-
-_DEPTHS: Dict[str, Tuple[type, List[int]]] = {
-    "18x": (BasicBlock, [2, 2, 2, 2]),
-    "34x": (BasicBlock, [3, 4, 6, 3]),
-    "50x": (Bottleneck, [3, 4, 6, 3]),
-    "101x": (Bottleneck, [3, 4, 23, 3]),
-}
-
-
-def _depth_key(depth: Union[int, str]) -> str:
-    key = f"{depth}x" if isinstance(depth, int) or not str(depth).endswith("x") else str(depth)
-    if key not in _DEPTHS:
-        raise ValueError(f"unsupported ResNet depth {depth!r}; expected one of {sorted(_DEPTHS)}")
-    return key
 
 
 class ClassifierHead(nn.Module):
@@ -56,59 +44,6 @@ class ClassifierHead(nn.Module):
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # noqa: D102
         bottleneck = self.bn(self.fc(x))
         return bottleneck, self.classifier(self.dropout(bottleneck))
-
-
-def _find_cached_weights(depth_key: str) -> Optional[str]:
-    """A torchvision ImageNet checkpoint for ``depth_key`` already in the torch cache, if any (no download)."""
-    torch_home = os.path.expanduser(
-        os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
-    )
-    dirs = [os.path.join(torch_home, "checkpoints"), os.path.join(torch_home, "hub", "checkpoints")]
-    names = [model_urls[depth_key].rsplit("/", 1)[-1], f"resnet{depth_key[:-1]}-*.pth"]
-    for d in dirs:
-        for n in names:
-            hits = sorted(glob.glob(os.path.join(d, n)))
-            if hits:
-                return hits[0]
-    return None
-
-
-def load_imagenet_resnet(backbone: nn.Module, path: str) -> None:
-    """Load a torchvision-layout ResNet state dict (ImageNet weights) into ``backbone`` (a fastreid ``ResNet``).
-
-    Accepts a bare state dict or one under ``state_dict`` / ``model``, with or without a ``module.`` /
-    ``backbone.`` / ``model.`` prefix; the classifier ``fc.*`` is ignored. Every backbone key must be present
-    (a clear error otherwise); other extra keys are logged.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ImageNet weights for the appearance encoder not found: {path!r}")
-    state = load_torch_file(path, source="MODEL.BACKBONE.PRETRAIN_PATH")
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    wanted = backbone.state_dict()
-    best_prefix, best_hits = "", -1
-    for prefix in ("", "module.", "backbone.", "module.backbone.", "model.", "module.model."):
-        hits = sum(1 for k in wanted if prefix + k in state)
-        if hits > best_hits:
-            best_prefix, best_hits = prefix, hits
-    picked = {k: state[best_prefix + k] for k in wanted if best_prefix + k in state}
-    missing = [k for k in wanted if k not in picked]
-    if missing:
-        raise ValueError(
-            f"{path} is not a ResNet checkpoint matching this backbone: {len(missing)} keys missing, "
-            f"e.g. {missing[:5]}"
-        )
-    bad = [k for k, v in picked.items() if tuple(v.shape) != tuple(wanted[k].shape)]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:5]} (wrong depth?)")
-    backbone.load_state_dict(picked, strict=True)
-    extra = [k for k in state if not k.startswith(best_prefix) or
-             (k[len(best_prefix):] not in picked and not k[len(best_prefix):].startswith("fc."))]
-    logger.info("Loaded ImageNet weights from %s (%d tensors)%s", path, len(picked),
-                f"; ignored {len(extra)} other keys" if extra else "")
 
 
 class AppearanceEncoder(nn.Module):
@@ -163,13 +98,10 @@ class AppearanceEncoder(nn.Module):
         checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        key = _depth_key(depth)
-        block, layers = _DEPTHS[key]
-        self.backbone = ResNet(last_stride, bn_norm, False, False, False, block, layers, [0, 0, 0, 0])
-        if torchvision_stem:
-            self.backbone.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        key = resnet_depth_key(depth)
+        self.backbone = build_resnet(key, last_stride, bn_norm, torchvision_stem)
         if pretrain:
-            path = pretrain_path or _find_cached_weights(key)
+            path = pretrain_path or find_cached_imagenet_weights(key)
             if not path:
                 raise FileNotFoundError(
                     f"pretrain=True but no pretrain_path was given and no torchvision ResNet-{key[:-1]} checkpoint "
@@ -177,7 +109,7 @@ class AppearanceEncoder(nn.Module):
                 )
             load_imagenet_resnet(self.backbone, path)
         self.checkpoint = bool(checkpoint)
-        self.out_channels = 512 * block.expansion
+        self.out_channels = resnet_out_channels(key)
         self.parts = parts
         self.appearance_dim = self.out_channels * parts
         self.detach_appearance = detach_appearance
@@ -195,9 +127,7 @@ class AppearanceEncoder(nn.Module):
         return run_segments(self._segments(), images, checkpoint=self.checkpoint, frozen=frozen)
 
     def _segments(self) -> List[nn.Module]:
-        # fastreid's ResNet.forward without its (disabled) non-local hooks, one segment per residual block
-        b = self.backbone
-        return [nn.Sequential(b.conv1, b.bn1, b.relu, b.maxpool), *b.layer1, *b.layer2, *b.layer3, *b.layer4]
+        return resnet_segments(self.backbone)
 
     def forward(self, images: Tensor) -> Dict[str, Tensor]:  # noqa: D102
         fmap = self.features(images)

@@ -305,13 +305,7 @@ class DGNet(GANMetaArch):
         reproduces the published ranking), but keeps one feature per image, as fastreid's evaluator,
         DefaultPredictor and ONNX export expect.
         """
-        if isinstance(batched_inputs, Mapping):
-            images = batched_inputs["images"]
-        elif isinstance(batched_inputs, Tensor):
-            images = batched_inputs
-        else:
-            raise TypeError(f"DG-Net expects a dict with 'images' or a tensor, got {type(batched_inputs).__name__}")
-        out = self.id(self.normalize(images))
+        out = self.id(self.normalize(self.inference_images(batched_inputs)))
         prim = F.normalize(out["bottleneck_prim"], dim=1)
         fine = F.normalize(out["bottleneck_fine"], dim=1) * self.test_fine_weight
         return torch.cat([prim, fine], dim=1)

@@ -5,7 +5,6 @@ The published-format files (``torch.save({'a': state_dict})``) are recreated fro
 strictly into our modules, run in eval mode and compared with every entry of expected.pt (relative error < 1e-4).
 """
 import importlib.util
-import math
 import os
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from dgnet.convert import (
 from dgnet.discriminator import build_dgnet_discriminator
 from dgnet.generator import DGNetGenerator
 from fastreid_gan.official_checkpoints import available_converters
+from fastreid_gan.official_fixtures import read_key_listing, recipe_state_dict, relative_error
 
 torch.set_num_threads(1)
 
@@ -34,31 +34,12 @@ TOL = 1e-4
 
 
 def _listing(name):
-    rows = []
-    for line in (REF / name).read_text().splitlines()[1:]:
-        key, shape, dtype = line.split("\t")
-        rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype))
-    return rows
+    return read_key_listing(REF / name)
 
 
 def _recipe_state_dict(name, seed):
     """RECIPE.md: one generator per net, keys drawn in listing order."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape, _ in _listing(name):
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.zeros(shape, dtype=torch.int64)
-        elif key.endswith("running_mean"):
-            sd[key] = 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("running_var"):
-            sd[key] = 1 + 0.5 * torch.rand(shape, generator=g)
-        elif len(shape) >= 2:
-            sd[key] = torch.randn(shape, generator=g) * math.sqrt(1 / math.prod(shape[1:]))
-        elif key.endswith("weight"):
-            sd[key] = 1 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            sd[key] = 0.1 * torch.randn(shape, generator=g)
-    return sd
+    return recipe_state_dict(REF / name, seed)
 
 
 def _load_cli():
@@ -77,8 +58,7 @@ def _container(num_classes=751):
     return m
 
 
-def _rel(a, b):
-    return float((a.float() - b.float()).norm() / b.float().norm())
+_rel = relative_error
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,65 @@
+"""Pose heat-maps, FD-GAN's pose input (paper Sec. 3.2; published ``Preprocessor._generate_pose_map``).
+
+Keypoints are OpenPose COCO-18 joints as ``(y, x)`` pixel positions, ``(-1, -1)`` for a missing joint.  Each
+joint becomes one map: a 1 at its pixel, smoothed by a Gaussian of ``sigma`` (published 5) and divided by its
+maximum, so values lie in [0, 1]; a missing joint (or one outside the image) gives an all-zero map.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+__all__ = ["COCO18_JOINTS", "COCO18_LEFT_RIGHT", "joint_heatmaps", "flip_keypoints", "scale_keypoints"]
+
+COCO18_JOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip",
+                 "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+# joints that trade places when the image is mirrored
+COCO18_LEFT_RIGHT: Tuple[Tuple[int, int], ...] = ((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13), (14, 15),
+                                                  (16, 17))
+
+
+def _valid(keypoints: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    h, w = size
+    y, x = keypoints[:, 0], keypoints[:, 1]
+    return (y >= 0) & (x >= 0) & (y < h) & (x < w)
+
+
+def joint_heatmaps(keypoints: np.ndarray, size: Sequence[int] = (256, 128), sigma: float = 5.0) -> np.ndarray:
+    """(J, H, W) float32 heat-maps of ``keypoints`` (J, 2) integer ``(y, x)`` in the map's pixels."""
+    keypoints = np.asarray(keypoints)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 2:
+        raise ValueError(f"keypoints must be (joints, 2) as (y, x) pairs; got shape {keypoints.shape}")
+    h, w = (int(s) for s in size)
+    maps = np.zeros((len(keypoints), h, w), dtype=np.float32)
+    valid = _valid(keypoints, (h, w))
+    for j in np.flatnonzero(valid):
+        impulse = np.zeros((h, w), dtype=np.float64)
+        impulse[int(keypoints[j, 0]), int(keypoints[j, 1])] = 1.0
+        smooth = gaussian_filter(impulse, sigma=sigma)
+        maps[j] = smooth / smooth.max()
+    return maps
+
+
+def scale_keypoints(keypoints: np.ndarray, from_size: Sequence[int], to_size: Sequence[int]) -> np.ndarray:
+    """Keypoints of an image of ``from_size`` (H, W) moved to ``to_size``, truncated to integers as published;
+    missing joints stay ``(-1, -1)``."""
+    keypoints = np.asarray(keypoints)
+    scale = np.array([to_size[0] / from_size[0], to_size[1] / from_size[1]])
+    scaled = np.floor(keypoints * scale).astype(np.int64)
+    missing = (keypoints < 0).any(axis=1)
+    scaled[missing] = -1
+    return scaled
+
+
+def flip_keypoints(keypoints: np.ndarray, width: int, swap_left_right: bool = True) -> np.ndarray:
+    """Keypoints of the horizontally mirrored image.  ``swap_left_right`` also exchanges left and right joints
+    (the mirrored left wrist is a right wrist); the published code does not (``False``)."""
+    keypoints = np.asarray(keypoints).copy()
+    present = (keypoints >= 0).all(axis=1)
+    keypoints[present, 1] = width - 1 - keypoints[present, 1]
+    if swap_left_right:
+        for left, right in COCO18_LEFT_RIGHT:
+            keypoints[[left, right]] = keypoints[[right, left]]
+    return keypoints
