@@ -94,7 +94,7 @@ class RunCheckpointer(Checkpointer):
         for path in self.periodic_checkpoints()[: -self.keep]:
             os.remove(path)
             logger.info("Removed %s (SOLVER.CHECKPOINT_KEEP %d keeps the newest periodic checkpoints)",
-                             path, self.keep)
+                        path, self.keep)
 
     def remove_stale_partial_saves(self) -> List[str]:
         """Delete ``*.pth.<pid>.tmp`` files that a killed save left in ``save_dir``; returns their paths.

@@ -28,6 +28,8 @@ dataset file names         Market1501/DukeMTMC ``process_dir``: ``AttributeError
                            bare ``assert`` on a bad camera, nothing on an empty folder (a sampler asserts)
 metric printer             ``CommonMetricPrinter`` divides by zero when it writes twice on one
                            iteration before the iteration timer has data (runs of 1-3 iterations)
+get_cfg                    ``fastreid.config.get_cfg`` knows none of this project's keys: a training
+                           run's config.yaml fails in ``merge_from_file``
 =========================  ====================================================================
 """
 from __future__ import annotations
