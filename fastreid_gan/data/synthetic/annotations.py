@@ -9,7 +9,7 @@
 
 Keypoints are pixel coordinates in OpenPose/COCO-18 order (:data:`skeleton.KEYPOINT_NAMES`), ``v`` is 1 when
 the point is visible; an invisible point keeps its projected position.  Pose files ``poses/<stem>.txt`` hold
-18 lines ``y x`` (FD-GAN order) with ``-1 -1`` for invisible points.
+18 lines ``y x`` (FD-GAN order) with ``-1 -1`` for invisible points (:mod:`fastreid_gan.data.pose_files`).
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from typing import Any, Dict, Union
 import cv2
 import numpy as np
 
+from ..pose_files import POSES_DIR, read_pose_file, write_pose_file  # noqa: F401  (re-exported)
 from .skeleton import KP, NUM_KEYPOINTS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 ANNOTATIONS_FILE = "annotations.json"
-POSES_DIR = "poses"
 
 
 def load_annotations(dataset_dir: PathLike) -> Dict[str, Any]:
@@ -37,28 +37,6 @@ def load_annotations(dataset_dir: PathLike) -> Dict[str, Any]:
         data = json.load(f)
     data["identities"] = {int(k): v for k, v in data["identities"].items()}
     return data
-
-
-def write_pose_file(path: PathLike, keypoints: np.ndarray, visible: np.ndarray) -> None:
-    """Write 18 lines ``y x`` (1 decimal), ``-1 -1`` where not visible."""
-    lines = []
-    for (x, y), v in zip(np.asarray(keypoints, float), np.asarray(visible, bool)):
-        lines.append(f"{y:.1f} {x:.1f}" if v else "-1 -1")
-    with open(path, "w", encoding="ascii") as f:
-        f.write("\n".join(lines) + "\n")
-
-
-def read_pose_file(path: PathLike) -> np.ndarray:
-    """Read a pose file as an (18, 2) float array in the file's order, ``(y, x)``; ``-1`` marks invisible."""
-    rows = []
-    with open(path, "r", encoding="ascii") as f:
-        for line in f:
-            if line.strip():
-                y, x = line.split()
-                rows.append((float(y), float(x)))
-    if len(rows) != NUM_KEYPOINTS:
-        raise ValueError(f"{os.fspath(path)}: expected {NUM_KEYPOINTS} keypoint lines, found {len(rows)}")
-    return np.asarray(rows, dtype=np.float64)
 
 
 def _as_points(keypoints: Any) -> np.ndarray:

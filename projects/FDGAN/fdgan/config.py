@@ -20,6 +20,7 @@ def add_fdgan_config(cfg: CN) -> None:
     f.POSE = CN()
     f.POSE.NUM_JOINTS = 18  # OpenPose COCO-18
     f.POSE.SIGMA = 5.0  # Gaussian of the heat-maps (published 5)
+    f.POSE.DIR = ""  # folder of the keypoint files; empty: <dataset>/poses/ beside each image's folder
     f.GENERATOR = CN()
     f.GENERATOR.NGF = 64
     f.GENERATOR.POSE_DIM = 128

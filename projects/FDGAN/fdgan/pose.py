@@ -11,7 +11,10 @@ from typing import Sequence, Tuple
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["COCO18_JOINTS", "COCO18_LEFT_RIGHT", "joint_heatmaps", "flip_keypoints", "scale_keypoints"]
+from fastreid_gan.data.pose_files import pose_file_for, read_pose_file
+
+__all__ = ["COCO18_JOINTS", "COCO18_LEFT_RIGHT", "joint_heatmaps", "flip_keypoints", "scale_keypoints",
+           "image_keypoints"]
 
 COCO18_JOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip",
                  "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
@@ -63,3 +66,15 @@ def flip_keypoints(keypoints: np.ndarray, width: int, swap_left_right: bool = Tr
         for left, right in COCO18_LEFT_RIGHT:
             keypoints[[left, right]] = keypoints[[right, left]]
     return keypoints
+
+
+def image_keypoints(image_path: str, original_size: Sequence[int], size: Sequence[int],
+                    pose_dir: str = "") -> np.ndarray:
+    """Integer ``(y, x)`` keypoints (18, 2) of an image, from its keypoint file
+    (:func:`fastreid_gan.data.pose_files.pose_file_for`; ``pose_dir`` is ``MODEL.FDGAN.POSE.DIR``), moved from
+    the image's ``original_size`` (H, W) to the network's ``size``; ``-1`` for missing joints.
+
+    Raises ``PoseFileMissingError`` / ``PoseFileError`` naming the file.
+    """
+    keypoints = read_pose_file(pose_file_for(image_path, pose_dir))
+    return scale_keypoints(keypoints, original_size, size)
