@@ -63,6 +63,13 @@ def test_image_sizes_are_checked():
         model.encode_pose(torch.zeros(1, 18, 64, 32))
 
 
+def test_pretrain_without_weights_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch cache
+    cfg = merge_config(get_cfg(), str(CONFIG), SMALL + ["MODEL.BACKBONE.PRETRAIN", "True"])
+    with pytest.raises(FileNotFoundError, match="MODEL.BACKBONE.PRETRAIN_PATH is empty"):
+        build_model(cfg)
+
+
 def test_untrained_evaluation_runs_and_training_is_refused_clearly(datasets_root, tmp_path):
     from fastreid_gan.runner import main
 
