@@ -93,9 +93,13 @@ def load_official_net(path: str, net: str) -> Dict[str, Tensor]:
         raise CheckpointFileError(f"{option} = '{path}' holds {what}, not FD-GAN's {net}: check the file given "
                                   f"to each option (E: *_net_E.pth or model_best.pth.tar, G: *_net_G.pth, Di: "
                                   f"*_net_Di.pth, Dp: *_net_Dp.pth)", path=path, reason="another network")
-    if net == "Di" and state.get("embed_model.classifier.weight", torch.empty(0, 0)).shape[0] != 1:
-        raise CheckpointFileError(f"--Di = '{path}' has a 2-way classifier: it is E's (or stage I's) file, not "
-                                  f"D_id's (*_net_Di.pth, a 1-logit head)", path=path, reason="E given as Di")
+    rows = state.get("embed_model.classifier.weight", torch.empty(0, 0)).shape[0]
+    if net == "Di" and rows != 1:
+        raise CheckpointFileError(f"--Di = '{path}' has a {rows}-way classifier: it is E's (or stage I's) file, "
+                                  f"not D_id's (*_net_Di.pth, a 1-logit head)", path=path, reason="E given as Di")
+    if net == "E" and rows != 2:
+        raise CheckpointFileError(f"--E = '{path}' has a {rows}-way classifier: it is D_id's file (*_net_Di.pth), "
+                                  f"not E's (V has 2 logits)", path=path, reason="Di given as E")
     return state
 
 

@@ -117,7 +117,7 @@ def test_stage_one_file_converts_and_evaluates_with_the_named_partial_load(publi
     assert relative_error(feat, expected["feat_E"]) < TOL
 
 
-@pytest.mark.parametrize("case", ["G-as-E", "E-as-Di", "E-as-G", "dgnet-file", "converted", "empty"])
+@pytest.mark.parametrize("case", ["G-as-E", "E-as-Di", "Di-as-E", "E-as-G", "dgnet-file", "converted", "empty"])
 def test_a_wrong_file_is_named(published, converted, tmp_path, case, capsys):
     p = published["paths"]
     args = {"E": p["E"], "G": p["G"], "Di": p["Di"], "Dp": p["Dp"]}
@@ -125,6 +125,8 @@ def test_a_wrong_file_is_named(published, converted, tmp_path, case, capsys):
         args["E"] = p["G"]
     elif case == "E-as-Di":
         args["Di"] = p["E"]
+    elif case == "Di-as-E":
+        args["E"] = p["Di"]
     elif case == "E-as-G":
         args["G"] = p["E"]
     elif case == "dgnet-file":
@@ -142,7 +144,7 @@ def test_a_wrong_file_is_named(published, converted, tmp_path, case, capsys):
         argv += [f"--{net}", str(path)]
     assert _convert(argv) == 2
     message = capsys.readouterr().err
-    wrong = {"G-as-E": "E", "E-as-Di": "Di", "E-as-G": "G", "dgnet-file": "E", "converted": "E", "empty": "Dp"}[case]
+    wrong = {"G-as-E": "E", "E-as-Di": "Di", "Di-as-E": "E", "E-as-G": "G", "dgnet-file": "E", "converted": "E", "empty": "Dp"}[case]
     assert f"--{wrong} = '" in message, message
     assert not out.exists()  # nothing half-written
 
