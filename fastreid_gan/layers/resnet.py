@@ -20,7 +20,7 @@ from fastreid_gan.checkpoint_io import load_torch_file
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESNET_DEPTHS", "resnet_depth_key", "build_resnet", "resnet_out_channels", "resnet_segments",
-           "find_cached_imagenet_weights", "load_imagenet_resnet"]
+           "find_cached_imagenet_weights", "imagenet_weights_path", "load_imagenet_resnet"]
 
 RESNET_DEPTHS: Dict[str, Tuple[type, List[int]]] = {
     "18x": (BasicBlock, [2, 2, 2, 2]),
@@ -79,6 +79,23 @@ def find_cached_imagenet_weights(depth_key: str) -> Optional[str]:
             if hits:
                 return hits[0]
     return None
+
+
+def imagenet_weights_path(depth: Union[int, str], path: str = "") -> str:
+    """The ImageNet weights to load for ``MODEL.BACKBONE.PRETRAIN True``: ``path`` (``PRETRAIN_PATH``) or a
+    torchvision file already in the torch cache (nothing is downloaded).
+
+    Raises:
+        FileNotFoundError: neither is there (naming the keys to set).
+    """
+    key = resnet_depth_key(depth)
+    found = path or find_cached_imagenet_weights(key)
+    if not found:
+        raise FileNotFoundError(
+            f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty and no torchvision "
+            f"ResNet-{key[:-1]} file (resnet{key[:-1]}-*.pth) is in the torch cache: set MODEL.BACKBONE.PRETRAIN_PATH "
+            f"/path/to/resnet{key[:-1]}-*.pth, or MODEL.BACKBONE.PRETRAIN False")
+    return found
 
 
 def load_imagenet_resnet(backbone: nn.Module, path: str) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from fastreid_gan.layers import run_segments
 from fastreid_gan.layers.resnet import (
     build_resnet,
-    find_cached_imagenet_weights,
+    imagenet_weights_path,
     load_imagenet_resnet,
     resnet_depth_key,
     resnet_out_channels,
@@ -101,13 +101,7 @@ class AppearanceEncoder(nn.Module):
         key = resnet_depth_key(depth)
         self.backbone = build_resnet(key, last_stride, bn_norm, torchvision_stem)
         if pretrain:
-            path = pretrain_path or find_cached_imagenet_weights(key)
-            if not path:
-                raise FileNotFoundError(
-                    f"pretrain=True but no pretrain_path was given and no torchvision ResNet-{key[:-1]} checkpoint "
-                    f"is in the torch cache; set MODEL.BACKBONE.PRETRAIN_PATH (e.g. to resnet{key[:-1]}-*.pth)"
-                )
-            load_imagenet_resnet(self.backbone, path)
+            load_imagenet_resnet(self.backbone, imagenet_weights_path(key, pretrain_path))
         self.checkpoint = bool(checkpoint)
         self.out_channels = resnet_out_channels(key)
         self.parts = parts

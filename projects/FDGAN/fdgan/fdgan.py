@@ -27,7 +27,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from fastreid_gan.engine import GANMetaArch, Phase
 from fastreid_gan.layers import PatchDiscriminator
-from fastreid_gan.layers.resnet import find_cached_imagenet_weights, resnet_depth_key
+from fastreid_gan.layers.resnet import imagenet_weights_path
 
 from .config import fdgan_optimizers
 from .generator import PoseGuidedGenerator
@@ -59,14 +59,7 @@ class FDGAN(GANMetaArch):
         if tuple(cfg.INPUT.SIZE_TEST) != size:
             raise ValueError(f"FD-GAN generates images of one size: INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} must "
                              f"equal INPUT.SIZE_TRAIN {list(size)}")
-        pretrain = ""
-        if backbone.PRETRAIN:
-            pretrain = backbone.PRETRAIN_PATH or find_cached_imagenet_weights(resnet_depth_key(backbone.DEPTH)) or ""
-            if not pretrain:
-                raise FileNotFoundError(
-                    "MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty and no torchvision "
-                    f"ResNet-{resnet_depth_key(backbone.DEPTH)[:-1]} file is in the torch cache: set "
-                    "MODEL.BACKBONE.PRETRAIN_PATH /path/to/resnet50-19c8e357.pth, or MODEL.BACKBONE.PRETRAIN False")
+        pretrain = imagenet_weights_path(backbone.DEPTH, backbone.PRETRAIN_PATH) if backbone.PRETRAIN else ""
 
         def siamese(out_dim: int, pretrain_path: str) -> SiameseNet:
             encoder = SiameseEncoder(backbone.DEPTH, backbone.LAST_STRIDE, backbone.NORM, pretrain_path)
