@@ -9,7 +9,7 @@ export FASTREID_DATASETS ?= $(CURDIR)/datasets
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench gpu-wheels gpu-check clean
+.PHONY: venv demo demo-fdgan test bench gpu-wheels gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(PY) tools/demo.py --output-dir logs/demo
+
+# FD-GAN's three stages on the synthetic data (projects/FDGAN/configs/synthetic.yml)
+demo-fdgan: venv
+	$(PY) projects/FDGAN/tools/demo.py --output-dir logs/demo_fdgan
 
 # the core's tests (tests/) and every project's (projects/<Method>/tests/): pyproject.toml's testpaths
 test: venv

@@ -25,6 +25,7 @@ from fastreid_gan.engine.config import gan_meta_arch_class
 from fastreid_gan.evaluation import evaluate_on_test_datasets
 from fastreid_gan.model_loading import load_model_for_inference
 from fastreid_gan.run_outputs import mark_config_yaml, write_metrics_json
+from fastreid_gan.training_stages import run_training_stages, training_stages_of
 
 logger = logging.getLogger("fastreid_gan")
 
@@ -125,6 +126,9 @@ def main(args: argparse.Namespace) -> Any:
         seed_everything(max(cfg.SEED, 0))  # random weights are drawn reproducibly
     if args.eval_only:
         return evaluate_only(cfg, untrained=untrained)
+    stages = training_stages_of(cfg)
+    if stages:
+        return run_training_stages(args, cfg, stages)
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -15,58 +15,16 @@ output of each stage is in its ``stdout.txt``.
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+from fastreid_gan.demo_runs import REPO, read_metrics, run
+
 BASELINE_CONFIG = REPO / "configs" / "Synthetic" / "baseline_market.yml"
 DGNET_CONFIG = REPO / "projects" / "DGNet" / "configs" / "synthetic.yml"
 METRICS = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
-
-
-# fastreid's CommonMetricPrinter line: " eta: 0:03:41  epoch/iter: 0/37  total_loss: 4.835  time: 0.69 ..."
-PROGRESS = re.compile(r"eta: (?P<eta>\S+)\s+epoch/iter: (?P<epoch>\d+)/(?P<iter>\d+)\s+(?P<rest>.*)")
-SCALAR = re.compile(r"(\S+): (-?[\d.]+(?:e[-+]?\d+)?)")
-
-
-def progress_line(line: str, label: str, keys: Sequence[str]) -> Optional[str]:
-    """A compact progress line for one of the trainer's metric lines (None for any other line)."""
-    match = PROGRESS.search(line)
-    if not match:
-        return None
-    scalars = dict(SCALAR.findall(match["rest"]))
-    shown = "  ".join(f"{k} {scalars[k]}" for k in keys if k in scalars)
-    return f"  [{label}] iter {int(match['iter']) + 1:>4}  epoch {match['epoch']}  ETA {match['eta']:>8}  {shown}"
-
-
-def run(cmd: List[str], log: Path, label: str, keys: Sequence[str] = ()) -> None:
-    """Run ``cmd``, its output into ``log``; print its progress lines as they come."""
-    print(f"\n$ {' '.join(cmd)}\n  (log: {log})", flush=True)
-    start = time.time()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f, subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                 text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            f.write(line)
-            shown = progress_line(line, label, keys)
-            if shown:
-                print(f"{shown}  ({time.time() - start:.0f} s)", flush=True)
-    if proc.returncode != 0:
-        tail = log.read_text().splitlines()[-40:]
-        sys.exit(f"Command failed ({proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
-    print(f"  done in {time.time() - start:.0f} s", flush=True)
-
-
-def read_metrics(output_dir: Path, label: str) -> Dict:
-    """The stage's final evaluation (its only test set), printed in one line."""
-    result = next(iter(json.loads((output_dir / "metrics.json").read_text()).values()))
-    print(f"  {label}: Rank-1 {result['Rank-1']:.1f}  mAP {result['mAP']:.1f}", flush=True)
-    return result
 
 
 def train(config: Path, output_dir: Path, label: str, keys: Sequence[str], extra: Optional[List[str]] = None) -> Dict:

@@ -179,6 +179,9 @@ def add_gan_engine_config(cfg: CN) -> None:
         "VIS_PERIOD": 1000,
         "VIS_SAMPLES": 8,
         "LOG_PERIOD": 20,
+        # a method trained in several runs (GANMetaArch.training_stages: FD-GAN's stages): the 1-based numbers
+        # of the stages one command runs, in order; empty: all
+        "RUN_STAGES": (),
     }
     for key, value in defaults.items():
         if key not in gan:

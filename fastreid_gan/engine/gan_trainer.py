@@ -104,7 +104,8 @@ class GANTrainer(SimpleGANTrainer):
         self.max_iter = max_iter
         self.epoch = 0
         self.final_results: Optional[Mapping] = None
-        self._images_per_pass = max(len(data_loader.dataset), 1)
+        # a sampler may draw several samples per image and pass (FD-GAN: 4 pairs per anchor)
+        self._images_per_pass = max(getattr(data_loader.batch_sampler, "samples_per_pass", len(data_loader.dataset)), 1)
         self.checkpointer = RunCheckpointer(
             model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
             meta_architecture=cfg.MODEL.META_ARCHITECTURE, keep=cfg.SOLVER.CHECKPOINT_KEEP,
@@ -217,6 +218,7 @@ class GANTrainer(SimpleGANTrainer):
             self.load_training_state(state, path)
         else:
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+            self.model.start_from_weights(self.cfg.MODEL.WEIGHTS)
             self.start_iter = 0
 
     def load_training_state(self, state: Mapping[str, Any], path: str = "the checkpoint") -> None:

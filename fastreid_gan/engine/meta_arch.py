@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .schedules import LossWeight
 
-__all__ = ["Phase", "StepContext", "GANMetaArch"]
+__all__ = ["Phase", "StepContext", "TrainingStage", "GANMetaArch"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,24 @@ class Phase:
     def is_active(self, iteration: int) -> bool:
         """Whether the phase runs at ``iteration`` (0-based)."""
         return iteration >= self.start_iter and (iteration - self.start_iter) % self.every == 0
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """One training run of a method trained in several runs (FD-GAN's stages I-III), run in order by
+    ``tools/train_net.py`` (:mod:`fastreid_gan.training_stages`).
+
+    Attributes:
+        name: the stage's folder under ``OUTPUT_DIR`` ("stage1").
+        config_file: YAML merged over the ``--config-file`` before the command-line overrides.
+        overrides: ``KEY VALUE`` pairs applied after ``config_file`` and before the command line.
+        from_previous: start from the previous stage's ``model_final.pth`` (``MODEL.WEIGHTS``).
+    """
+
+    name: str
+    config_file: str
+    overrides: Tuple[str, ...] = ()
+    from_previous: bool = True
 
 
 @dataclass
@@ -108,6 +126,12 @@ class GANMetaArch(nn.Module):
         return build_gan_train_loader(cfg)
 
     @classmethod
+    def training_stages(cls, cfg: Any) -> Sequence[TrainingStage]:
+        """The runs a config trains in order (``tools/train_net.py`` runs them, each in ``OUTPUT_DIR/<name>``);
+        default none: the config itself is one run."""
+        return ()
+
+    @classmethod
     def default_optimizers(cls) -> Dict[str, Any]:
         """The method's optimizer defaults: ``{sub-network name: optimizer_node(...)}`` (the published recipe).
 
@@ -146,6 +170,12 @@ class GANMetaArch(nn.Module):
         it draws from the RNGs (a random initialisation before weights are loaded) is drawn before a resumed run
         restores them: nothing built lazily during training may consume the training RNGs.
         """
+
+    def start_from_weights(self, weights: str) -> None:
+        """Called once when a run starts without resuming, right after ``MODEL.WEIGHTS`` (``weights``, maybe empty)
+        was loaded: derive what the loaded weights determine (FD-GAN's stage 2 copies E into D_id) or refuse a
+        start without the weights the run needs; default nothing.  A resumed run does not call it (its checkpoint
+        holds the result)."""
 
     def forward_train(self, batch: Dict[str, Any], ctx: StepContext) -> Dict[str, Any]:
         """The shared forward run once per iteration before the phases; returns a state dict for them."""

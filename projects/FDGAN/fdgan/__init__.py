@@ -2,5 +2,6 @@
 meta-architecture."""
 from .config import add_fdgan_config
 from .fdgan import FDGAN
+from . import generate_tool  # noqa: F401  (registers the "generate" tool)
 
 __all__ = ["add_fdgan_config", "FDGAN"]

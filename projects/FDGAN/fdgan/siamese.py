@@ -14,7 +14,8 @@ from typing import Tuple, Union
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastreid_gan.layers.resnet import build_resnet, load_imagenet_resnet, resnet_out_channels
+from fastreid_gan.layers import run_segments
+from fastreid_gan.layers.resnet import build_resnet, load_imagenet_resnet, resnet_out_channels, resnet_segments
 
 __all__ = ["SiameseEncoder", "SquaredDifferenceHead", "SiameseNet"]
 
@@ -27,18 +28,21 @@ class SiameseEncoder(nn.Module):
         last_stride: layer4 stride (published 2: an 8x4 map at 256x128).
         bn_norm: fastreid norm name.
         pretrain_path: ImageNet weights to load (torchvision layout); empty: random initialisation.
+        checkpoint: recompute each residual block's activations in backward instead of storing them
+            (:func:`fastreid_gan.layers.run_segments`; same outputs and gradients, less memory).
     """
 
     def __init__(self, depth: Union[int, str] = 50, last_stride: int = 2, bn_norm: str = "BN",
-                 pretrain_path: str = "") -> None:
+                 pretrain_path: str = "", checkpoint: bool = False) -> None:
         super().__init__()
+        self.checkpoint = checkpoint
         self.backbone = build_resnet(depth, last_stride, bn_norm, torchvision_stem=True)
         self.out_dim = resnet_out_channels(depth)
         if pretrain_path:
             load_imagenet_resnet(self.backbone, pretrain_path)
 
     def forward(self, images: Tensor) -> Tensor:  # noqa: D102
-        fmap = self.backbone(images)
+        fmap = run_segments(resnet_segments(self.backbone), images, checkpoint=self.checkpoint)
         return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
 
 
