@@ -113,9 +113,13 @@ def run_training_stages(args: argparse.Namespace, cfg: CfgNode, stages: Sequence
         if previous is not None and stage.from_previous and k - 1 in chosen:
             weights = osp.join(cfg.OUTPUT_DIR, previous.name, "model_final.pth")
         elif previous is not None and stage.from_previous and not cfg.MODEL.WEIGHTS:
-            # a stage run alone continues from the previous stage's output in this OUTPUT_DIR, if there is one
-            candidate = osp.join(cfg.OUTPUT_DIR, previous.name, "model_final.pth")
-            weights = candidate if osp.isfile(candidate) else None
+            # a stage run alone continues from the previous stage's output in this OUTPUT_DIR
+            weights = osp.join(cfg.OUTPUT_DIR, previous.name, "model_final.pth")
+            if not osp.isfile(weights):
+                raise FileNotFoundError(
+                    f"Stage {stage.name} starts from stage {previous.name}'s weights, but {weights} does not exist. "
+                    f"Make them with 'tools/train_net.py --config-file {args.config_file} SOLVER.GAN.RUN_STAGES "
+                    f"\"({k - 1},)\" OUTPUT_DIR {cfg.OUTPUT_DIR}', or give the file with MODEL.WEIGHTS")
         stage_cfg = stage_config(args.config_file, args.opts, stage, cfg.OUTPUT_DIR, weights)
         resolve_device(stage_cfg)
         stage_cfg.freeze()

@@ -287,11 +287,19 @@ class FDGAN(GANMetaArch):
 
     def pair_distance(self, query_feats: Tensor, gallery_feats: Tensor, batch_size: int = 4096) -> Tensor:
         """V's probability "different" for aligned pairs of E features (N, D): the distance of the published
-        test's re-ranking (``TEST.PAIR_RERANK``)."""
+        test's re-ranking (``TEST.PAIR_RERANK``).  V runs in eval mode whatever the model's mode (the evaluator
+        scores pairs after fastreid's inference context has put the model back in training mode): its BatchNorm
+        uses, and never moves, the running statistics."""
         device = self.pixel_mean.device
-        with torch.no_grad():
-            out = [torch.softmax(self.verify(q.to(device), g.to(device)), dim=1)[:, 0]
-                   for q, g in zip(query_feats.split(batch_size), gallery_feats.split(batch_size))]
+        head = self.reid.head
+        was_training = head.training
+        head.eval()
+        try:
+            with torch.no_grad():
+                out = [torch.softmax(self.verify(q.to(device), g.to(device)), dim=1)[:, 0]
+                       for q, g in zip(query_feats.split(batch_size), gallery_feats.split(batch_size))]
+        finally:
+            head.train(was_training)
         return torch.cat(out).cpu()
 
     def encode_pose(self, posemaps: Tensor) -> Tensor:

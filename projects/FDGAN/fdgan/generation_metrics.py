@@ -45,6 +45,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from fastreid_gan.data.samples import eval_image_loader, split_items
+from fastreid_gan.data.synthetic.skeleton import LIMBS  # COCO-18 limbs (OpenPose order)
 from fastreid_gan.evaluation import evaluate_rank_features
 
 from .pose import image_keypoints, joint_heatmaps
@@ -54,11 +55,6 @@ __all__ = ["GenerationDataError", "PoseInputs", "Person", "query_and_gallery", "
            "identity_preservation", "pose_fidelity", "same_pose_consistency", "pair_l1", "generation_scores",
            "body_map", "edge_map", "random_ranking", "draw_noise", "LIMBS"]
 
-# COCO-18 limbs (OpenPose order), for body maps and drawn skeletons
-LIMBS: Tuple[Tuple[int, int], ...] = (
-    (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
-)
 # Width of the body map in neck-hip lengths: narrower maps miss a silhouette's outline (the torso's is ~0.3 from
 # the skeleton), wider ones stop telling poses apart (measured on the synthetic data, see the module docstring).
 BODY_SIGMA = 0.45

@@ -85,3 +85,15 @@ def test_untrained_evaluation_with_and_without_the_published_protocol(datasets_r
     verified = main(args)["SyntheticMarketTiny"]
     assert verified["mAP"] == pytest.approx(results["mAP"])
     assert 0 < verified["verified/mAP"] <= 100 and verified["verified/mAP"] != pytest.approx(verified["mAP"])
+
+
+def test_pair_distance_uses_running_statistics_in_any_mode():
+    torch.manual_seed(0)
+    model = _small()
+    q, g = torch.rand(6, 512), torch.rand(6, 512)
+    in_eval = model.pair_distance(q, g)
+    model.train()
+    stats = {k: v.clone() for k, v in model.reid.head.state_dict().items()}
+    assert torch.equal(model.pair_distance(q, g), in_eval)  # not the batch's statistics
+    assert all(torch.equal(v, model.reid.head.state_dict()[k]) for k, v in stats.items())  # nothing moved
+    assert model.reid.head.training  # the mode is given back

@@ -177,6 +177,43 @@ def test_run_stages_selects_one_stage_and_continues_from_the_previous_output(dat
 
 
 def test_stage2_alone_in_a_fresh_folder_names_the_missing_weights(datasets_root, tmp_path):
-    with pytest.raises(FileNotFoundError, match="stage 1's weights"):
-        _run(tmp_path, tmp_path / "fresh", *NO_EVAL, "SOLVER.GAN.RUN_STAGES", "(2,)")
-    assert not (tmp_path / "fresh" / "stage2" / "model_final.pth").exists()
+    fresh = tmp_path / "fresh"
+    with pytest.raises(FileNotFoundError, match=rf"stage1's weights, but {fresh}/stage1/model_final.pth does not "
+                                                rf"exist.*RUN_STAGES \"\(1,\)\" OUTPUT_DIR {fresh}"):
+        _run(tmp_path, fresh, *NO_EVAL, "SOLVER.GAN.RUN_STAGES", "(2,)")
+    assert not (fresh / "stage2").exists()
+
+
+def _distributed_worker(out_dir: str, weights: str, data_root: str) -> None:
+    from fastreid.utils import comm
+
+    os.environ["FASTREID_DATASETS"] = data_root
+    rank = comm.get_rank()
+    torch.manual_seed(100 + rank)  # different initial weights per rank: the engine broadcasts rank 0's
+    cfg = _stage_cfg(Path(out_dir), 3, "MODEL.WEIGHTS", weights, "SOLVER.IMS_PER_BATCH", "8",
+                     "SOLVER.GAN.CHECKPOINT_PERIOD", "0")
+    trainer = GANTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    torch.save({"initial": initial, "final": trainer.model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_two_gloo_processes_keep_stage3_replicas_identical(datasets_root, tmp_path, monkeypatch):
+    from fastreid_gan.engine import launch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    stage1 = GANTrainer(_stage_cfg(tmp_path, 1))  # also generates the dataset before the workers start
+    stage1.resume_or_load(resume=False)
+    stage1.train()
+    out = tmp_path / "dist"
+    out.mkdir()
+    launch(_distributed_worker, 2, dist_url="auto",
+           args=(str(out), str(tmp_path / "stage1" / "model_final.pth"), str(datasets_root)))
+    rank0 = torch.load(out / "rank0.pt", weights_only=True)
+    rank1 = torch.load(out / "rank1.pt", weights_only=True)
+    for key, value in rank0["final"].items():  # parameters and BatchNorm statistics alike
+        assert torch.equal(value, rank1["final"][key]), key
+    for prefix in ("reid.", "gen.", "dis_id.", "dis_pose."):
+        assert any(not torch.equal(rank0["final"][k], rank0["initial"][k])
+                   for k in rank0["final"] if k.startswith(prefix)), f"{prefix} did not train"

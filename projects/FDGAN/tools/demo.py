@@ -2,10 +2,12 @@
 """`make demo-fdgan`: FD-GAN's three stages on the synthetic Market-style dataset, on a CPU, as a user runs them.
 
 1. the untrained Siamese network is evaluated (the floor any training must beat);
-2. ``tools/train_net.py --config-file projects/FDGAN/configs/synthetic.yml`` trains stages I, II and III in order;
-3. a table: R1/mAP of the untrained model, stage I (the Siamese baseline) and stage III (the distilled feature),
+2. the ResNet-18 ID-loss baseline trains (``configs/Synthetic/baseline_market.yml``): its backbone is E's
+   starting point, the synthetic stand-in for the paper's ImageNet initialisation;
+3. ``tools/train_net.py --config-file projects/FDGAN/configs/synthetic.yml`` trains stages I, II and III in order;
+4. a table: R1/mAP of the untrained model, stage I (the Siamese baseline) and stage III (the distilled feature),
    each on E's raw feature and after V's re-ranking of the top of the list (the published protocol);
-4. ``tools/generate.py`` draws the pose-transfer grid of the stage III model and prints its generation scores
+5. ``tools/generate.py`` draws the pose-transfer grid of the stage III model and prints its generation scores
    (identity preservation, pose fidelity, same-pose consistency, each beside its reference).
 
 Outputs go to --output-dir; each command's full output is in a ``stdout.txt`` there.
@@ -22,6 +24,7 @@ from typing import Dict, List
 from fastreid_gan.demo_runs import REPO, read_metrics, run
 
 CONFIG = REPO / "projects" / "FDGAN" / "configs" / "synthetic.yml"
+BASELINE_CONFIG = REPO / "configs" / "Synthetic" / "baseline_market.yml"
 METRICS = ("Rank-1", "mAP")
 KEYS = {"stage1": ("reid/loss_verif", "lr"),
         "stage2": ("dis_id/loss_dis_id", "dis_pose/loss_dis_pose", "gen/loss_recon", "gen/loss_same_pose"),
@@ -29,7 +32,8 @@ KEYS = {"stage1": ("reid/loss_verif", "lr"),
 
 
 def _row(result: Dict) -> str:
-    cells = [f"{result[m]:6.1f}" for m in METRICS] + [f"{result['verified/' + m]:6.1f}" for m in METRICS]
+    cells = [f"{result[m]:6.1f}" for m in METRICS]
+    cells += [f"{result['verified/' + m]:6.1f}" if "verified/" + m in result else f"{'-':>6}" for m in METRICS]
     return " | ".join(cells)
 
 
@@ -51,15 +55,27 @@ def main() -> None:
     start = time.time()
     train_net = [sys.executable, "tools/train_net.py", "--config-file", str(CONFIG)]
 
-    print("1/3  the untrained Siamese network (the floor any training must beat)", flush=True)
+    print("1/4  the untrained Siamese network (the floor any training must beat)", flush=True)
     untrained = out / "untrained"
-    run(train_net + ["--eval-only", "--untrained", "OUTPUT_DIR", str(untrained)] + opts, untrained / "stdout.txt",
+    run(train_net + ["--eval-only", "--untrained", "OUTPUT_DIR", str(untrained), "MODEL.BACKBONE.PRETRAIN", "False"]
+        + opts, untrained / "stdout.txt",
         "untrained")
     rows = {"untrained": read_metrics(untrained, "untrained")}
 
-    print("\n2/3  stages I, II and III in one command", flush=True)
+    print("\n2/4  the ResNet-18 ID-loss baseline, whose backbone E starts from (the stand-in for ImageNet)", flush=True)
+    baseline = out / "baseline"
+    run([sys.executable, "tools/train_net.py", "--config-file", str(BASELINE_CONFIG), "OUTPUT_DIR", str(baseline)],
+        baseline / "stdout.txt", "baseline", ("total_loss", "lr"))
+    rows["ID-loss baseline (own head)"] = read_metrics(baseline, "baseline")
+    pretrained = ["MODEL.BACKBONE.PRETRAIN_PATH", str(baseline / "model_final.pth")]
+    start_point = out / "start"  # E as stage I starts it: the baseline's backbone, FD-GAN's raw feature
+    run(train_net + ["--eval-only", "--untrained", "OUTPUT_DIR", str(start_point)] + pretrained + opts,
+        start_point / "stdout.txt", "E at start")
+    rows["E at start (baseline backbone)"] = read_metrics(start_point, "E at start")
+
+    print("\n3/4  stages I, II and III in one command", flush=True)
     fdgan = out / "fdgan"
-    run(train_net + ["OUTPUT_DIR", str(fdgan)] + opts, fdgan / "stdout.txt", "FD-GAN",
+    run(train_net + ["OUTPUT_DIR", str(fdgan)] + pretrained + opts, fdgan / "stdout.txt", "FD-GAN",
         tuple(key for keys in KEYS.values() for key in keys))
     done = json.loads((fdgan / "stages.json").read_text())["done"]
     rows["stage I (Siamese baseline)"] = next(iter(done["stage1"].values()))
@@ -70,11 +86,10 @@ def main() -> None:
     print(f"Stage III vs the Siamese baseline: {gain:+.1f} mAP on E's raw feature "
           f"(the paper's claim: the distilled feature is better)")
 
-    print("\n3/3  pose transfer and generation scores of the stage III model", flush=True)
+    print("\n4/4  pose transfer and generation scores of the stage III model", flush=True)
     generate = [sys.executable, "tools/generate.py", "--config-file", str(CONFIG),
                 "--weights", str(fdgan / "stage3" / "model_final.pth"), "--output-dir", str(fdgan / "generate")]
-    run(generate + opts, fdgan / "generate" / "stdout.txt", "generate")
-    run(generate + ["--metrics"] + opts, fdgan / "generate" / "metrics_stdout.txt", "scores")
+    run(generate + ["--metrics"] + pretrained + opts, fdgan / "generate" / "metrics_stdout.txt", "scores")
     print((fdgan / "generate" / "metrics_stdout.txt").read_text().strip())
     print(f"Pose-transfer grid (rows: persons, columns: target poses): {fdgan / 'generate' / 'pose_transfer.png'}")
     total = time.time() - start
