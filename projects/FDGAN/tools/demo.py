@@ -68,15 +68,11 @@ def main() -> None:
         baseline / "stdout.txt", "baseline", ("total_loss", "lr"))
     rows["ID-loss baseline (own head)"] = read_metrics(baseline, "baseline")
     pretrained = ["MODEL.BACKBONE.PRETRAIN_PATH", str(baseline / "model_final.pth")]
-    start_point = out / "start"  # E as stage I starts it: the baseline's backbone, FD-GAN's raw feature
-    run(train_net + ["--eval-only", "--untrained", "OUTPUT_DIR", str(start_point)] + pretrained + opts,
-        start_point / "stdout.txt", "E at start")
-    rows["E at start (baseline backbone)"] = read_metrics(start_point, "E at start")
 
     print("\n3/4  stages I, II and III in one command", flush=True)
     fdgan = out / "fdgan"
     run(train_net + ["OUTPUT_DIR", str(fdgan)] + pretrained + opts, fdgan / "stdout.txt", "FD-GAN",
-        tuple(key for keys in KEYS.values() for key in keys))
+        tuple(dict.fromkeys(key for keys in KEYS.values() for key in keys)))
     done = json.loads((fdgan / "stages.json").read_text())["done"]
     rows["stage I (Siamese baseline)"] = next(iter(done["stage1"].values()))
     rows["stage II (E frozen: = stage I)"] = next(iter(done["stage2"].values()))
