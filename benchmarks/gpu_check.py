@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The prepared GPU check (`make gpu-check`): the project's GPU paths in one call of at most about 8 minutes.
 
-Four parts, each run as subprocesses under its own time budget and one overall deadline; a part that fails or
+Five parts, each run as subprocesses under its own time budget and one overall deadline; a part that fails or
 runs out of time is recorded with its error and the check goes on:
 
   tests       the suite's CUDA-only tests (pytest -k over tests/ and projects/, see CUDA_TESTS_K);
@@ -12,7 +12,12 @@ runs out of time is recorded with its error and the check goes on:
               (Market size, a 10x gallery, euclidean, ROC, re-ranking + AQE): timings, same metrics to 1e-6;
               faiss's GPU k-NN against its CPU search when faiss has GPU support;
   dgnet       a synthetic teacher, then DG-Net (projects/DGNet/configs/synthetic.yml) with bf16 AMP at 128x64,
-              sized to the time left, then its swap grid and swap accuracy (tools/generate.py).
+              sized to the time left, then its swap grid and swap accuracy (tools/generate.py);
+  fdgan_step  benchmarks/train_step.py --method fdgan: full-size FD-GAN (market.yml) stages III then II at 32 pairs
+              with bf16 AMP, ours (the GANTrainer step) against the published loop (benchmarks/fdgan_published_loop.py):
+              time per iteration, peak GPU memory (max allocated), FLOPs and the ratios; then ours alone with
+              MODEL.FDGAN.CHECKPOINT on. Last, with the time the other parts left (``--parts fdgan_step`` gives it
+              its whole cap of 150 s).
 
 Everything lands flat in --out (at most 8 files): gpu_check.json (figures per part, environment), the PNGs
 dgnet_swap_grid.png, dgnet_interpolation.png and dgnet_train_grid.png, and subprocess_logs.txt (the tail of every
@@ -23,7 +28,7 @@ Without CUDA every part prints one line "skipped: <part>: no CUDA device" and th
 code paths are exercised on a machine without a GPU. The exit status is 1 when a part failed or timed out.
 
     python benchmarks/gpu_check.py --out DIR          # default: $OUT, else logs/gpu_check
-    python benchmarks/gpu_check.py --cpu-smoke        # toy sizes on the CPU (3-5 minutes on 2 cores)
+    python benchmarks/gpu_check.py --cpu-smoke        # toy sizes on the CPU (4-6 minutes on 2 cores)
     python benchmarks/gpu_check.py --parts evaluator,dgnet --budget 300
 """
 from __future__ import annotations
@@ -49,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("tests", "train_step", "evaluator", "dgnet")
+PARTS = ("tests", "train_step", "evaluator", "dgnet", "fdgan_step")
 
 #: pytest -k expression for the CUDA-only tests. -k also matches marker names, so a test marked
 #: ``@pytest.mark.cuda`` is picked up too, wherever it lives (tests/ or projects/*/tests/).
@@ -68,8 +73,16 @@ TRAIN_STEP_VARIANTS: List[Tuple[str, str, Optional[str]]] = [
 ]
 
 #: per-part caps in seconds (GPU run); the overall --budget clamps them, so the later parts get what is left
-GPU_CAPS = {"tests": 70, "train_step": 150, "evaluator": 75, "dgnet": 210}
-SMOKE_CAPS = {"tests": 120, "train_step": 150, "evaluator": 90, "dgnet": 240}
+GPU_CAPS = {"tests": 70, "train_step": 150, "evaluator": 75, "dgnet": 210, "fdgan_step": 150}
+SMOKE_CAPS = {"tests": 120, "train_step": 150, "evaluator": 90, "dgnet": 240, "fdgan_step": 150}
+
+#: FD-GAN on the GPU: pairs per batch and AMP (the issue's GPU setting); name, stage, --checkpoint, --loop of the
+#: benchmarks/train_step.py runs, in this order while the part's time lasts (the smoke run: the first only)
+FDGAN_GPU_PAIRS, FDGAN_GPU_AMP = 32, "bf16"
+FDGAN_VARIANTS: List[Tuple[str, int, str, str]] = [
+    ("stage3", 3, "off", "ours,published"), ("stage2", 2, "off", "ours,published"),
+    ("stage3_recompute", 3, "on", "ours"), ("stage2_recompute", 2, "on", "ours"),
+]
 
 #: DG-Net synthetic on the GPU is bound by kernel launches (~6,000 aten ops an iteration at 128x64), not FLOPs:
 #: a guess of the seconds per iteration, used to size the run to the time left (--dgnet-sec-per-iter)
@@ -663,6 +676,53 @@ def part_dgnet(ctx: Context, clock: Clock) -> Dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------------------------ (e) FD-GAN step
+def part_fdgan_step(ctx: Context, clock: Clock) -> Dict[str, Any]:
+    """(e) full-size FD-GAN stages III and II: ours against the published loop, 32 pairs with bf16 AMP; then
+    ours alone with MODEL.FDGAN.CHECKPOINT on, while time is left."""
+    if ctx.smoke:  # the code path only: stage III, 1 pair, fp32, one iteration, no FLOP count, one CPU thread
+        variants, amp = FDGAN_VARIANTS[:1], "off"
+        base = ["--pairs", "1", "--warmup", "0", "--iters", "1", "--skip-flops", "--threads", "1"]
+        min_start = 0.0
+    else:
+        variants, amp = FDGAN_VARIANTS, FDGAN_GPU_AMP
+        base = ["--pairs", str(FDGAN_GPU_PAIRS), "--warmup", "2", "--iters", "5"]
+        min_start = 45.0  # fresh processes with their start-up and warm-up
+    result: Dict[str, Any] = {"pairs": 1 if ctx.smoke else FDGAN_GPU_PAIRS, "amp": amp, "runs": {}}
+    for name, stage, checkpoint, loops in variants:
+        if clock.left() < min_start:
+            reason = f"out of time ({clock.left():.0f} s left in this part)"
+            result["runs"][name] = {"status": "skipped", "reason": reason}
+            print(f"  skipped: fdgan_step {name}: out of time", flush=True)
+            continue
+        path = ctx.work / f"fdgan_step_{name}.json"
+        cmd = [sys.executable, "benchmarks/train_step.py", "--method", "fdgan", "--stage", str(stage),
+               "--loop", loops, "--checkpoint", checkpoint, *base, "--amp", amp, "--device", ctx.device,
+               "--json", path]
+        proc = ctx.run(f"fdgan_step_{name}", cmd, clock.left())
+        if not proc.ok or not path.is_file():
+            result["runs"][name] = failed(proc)
+            continue
+        figs = json.loads(path.read_text())["stages"][str(stage)]
+        run: Dict[str, Any] = {"status": "ok", "stage": stage, "checkpoint": checkpoint == "on",
+                               "wall_s": proc.seconds, "ratios": figs.get("ratios")}
+        for loop in loops.split(","):
+            fig = figs[loop]
+            peak = fig["peak_memory"]
+            run[loop] = {"seconds_per_iter": fig["seconds_per_iter"], "seconds_all": fig["seconds_all"],
+                         "flops_per_iter": fig["flops_per_iter"], "peak_memory": peak}
+            if peak["kind"] == "cuda":
+                run[loop]["max_allocated_gb"] = peak["max_allocated_bytes"] / 1e9
+                run[loop]["max_reserved_gb"] = peak["max_reserved_bytes"] / 1e9
+            if fig["flops_per_iter"]:
+                run[loop]["achieved_tflops"] = fig["flops_per_iter"] / fig["seconds_per_iter"] / 1e12
+        result["runs"][name] = run
+    bad = [n for n, r in result["runs"].items() if r["status"] in ("failed", "timeout")]
+    if bad:
+        return dict(result, status="failed", error=f"fdgan_step failed for {bad}")
+    return dict(result, status="ok")
+
+
 # ------------------------------------------------------------------------------------------------ report
 def bundle_logs(ctx: Context, limit: int = 200_000) -> None:
     """All subprocess logs in one file of --out (the device returns at most 8 files): the tail of each."""
@@ -716,6 +776,24 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                 lines.append(f"    faiss {faiss.get('version')}: " + (faiss.get("note") or
                              f"GPU {faiss['gpu_s']:.2f} s vs CPU {faiss['cpu_s']:.2f} s, "
                              f"{faiss['same_neighbours']:.4f} same neighbours"))
+        if name == "fdgan_step":
+            for variant, run in part.get("runs", {}).items():
+                if run["status"] != "ok":
+                    lines.append(f"    {variant:<18} {run['status']}: {run.get('reason') or run.get('error', '')}")
+                    continue
+                figures = []
+                for loop in ("ours", "published"):
+                    if loop not in run:
+                        continue
+                    fig = run[loop]
+                    memory = (f"{fig['max_allocated_gb']:.2f} GB" if "max_allocated_gb" in fig
+                              else f"{fig['peak_memory'].get('max_rss_bytes', 0) / 1e9:.2f} GB RSS")
+                    figures.append(f"{loop} {fig['seconds_per_iter']:.3f} s/iter, {memory}")
+                ratios = run.get("ratios") or {}
+                if ratios:
+                    figures.append(f"published/ours time {_fmt(ratios.get('time'), '.2f')}x, "
+                                   f"ours/published memory {_fmt(ratios.get('memory'), '.2f')}")
+                lines.append(f"    {variant:<18} {'; '.join(figures)}")
         if name == "dgnet":
             teacher, train = part.get("teacher") or {}, part.get("train") or {}
             tm, dm = teacher.get("metrics") or {}, train.get("metrics") or {}
@@ -736,7 +814,8 @@ def write_report(ctx: Context, report: Dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ main
 PART_FUNCS: Dict[str, Callable[[Context, Clock], Dict[str, Any]]] = {
-    "tests": part_tests, "train_step": part_train_step, "evaluator": part_evaluator, "dgnet": part_dgnet}
+    "tests": part_tests, "train_step": part_train_step, "evaluator": part_evaluator, "dgnet": part_dgnet,
+    "fdgan_step": part_fdgan_step}
 
 
 def run_part(ctx: Context, name: str, cap: float) -> Dict[str, Any]:

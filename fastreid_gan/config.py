@@ -1,4 +1,5 @@
-"""The project's config: fastreid's defaults + the GAN engine's keys + every installed project's keys.
+"""The project's config: fastreid's defaults + the core's test keys (``TEST.LMP``) + the GAN engine's keys + every
+installed project's keys.
 
 Projects (DG-Net, FD-GAN, SPGAN ...) announce themselves through the entry-point group
 ``fastreid_gan.projects`` (``name = package:add_<method>_config``).  Loading a project imports its package,
@@ -74,14 +75,26 @@ def add_project_config(cfg: CfgNode, name: str, add_config: Callable[[CfgNode], 
         )
 
 
+def add_test_config(cfg: CfgNode) -> None:
+    """The core's test-time keys that every re-id model of the project honours (its ``forward`` in eval mode).
+
+    ``TEST.LMP``: local max pooling (SPGAN/eSPGAN TPAMI, Sec. 3.4; :mod:`fastreid_gan.layers.local_pooling`,
+    ``docs/lmp.md``): the eval feature becomes the encoder's last map pooled in ``PARTS`` horizontal stripes
+    (``POOL`` max or avg), concatenated, flip-summed and L2-normalised.  No weights: any checkpoint works with it.
+    """
+    if "LMP" not in cfg.TEST:
+        cfg.TEST.LMP = CfgNode({"ENABLED": False, "PARTS": 8, "POOL": "max"})
+
+
 def get_cfg() -> CfgNode:
-    """fastreid's default config extended with the engine's and every project's keys.
+    """fastreid's default config extended with the core's, the engine's and every project's keys.
 
     ``import fastreid_gan`` also makes ``fastreid.config.get_cfg`` return this (:mod:`fastreid_gan.compat`).
     """
     from fastreid_gan.engine.config import add_gan_engine_config
 
     cfg = fastreid_default_config()
+    add_test_config(cfg)
     add_gan_engine_config(cfg)
     for name, add_config in load_projects().items():
         add_project_config(cfg, name, add_config)
@@ -122,9 +135,11 @@ def merge_config(cfg: CfgNode, config_file: Optional[str] = None, opts: Optional
 
     Between the two, the optimizer nodes of the config's GAN meta-architecture are completed with the method's
     defaults (:func:`~fastreid_gan.engine.config.complete_optimizer_nodes`), so the command line can override
-    any of their keys and the dumped config holds every value used.
+    any of their keys and the dumped config holds every value used.  The merged ``TEST.LMP`` keys are checked
+    last (:func:`~fastreid_gan.layers.local_pooling.check_local_pooling_config`).
     """
     from fastreid_gan.engine.config import complete_optimizer_nodes
+    from fastreid_gan.layers.local_pooling import check_local_pooling_config
 
     if config_file:
         if not os.path.isfile(config_file):
@@ -148,4 +163,5 @@ def merge_config(cfg: CfgNode, config_file: Optional[str] = None, opts: Optional
             if isinstance(exc, AssertionError) and "Non-existent" not in str(exc):
                 raise
             raise _unknown_key_error(cfg, exc, "the command-line overrides") from None
+    check_local_pooling_config(cfg)  # TEST.LMP errors now, not when the first test batch arrives
     return cfg

@@ -37,6 +37,25 @@ def test_train_step_runs_full_size_dgnet():
     assert "time per iteration" in proc.stdout and "FLOPs per iteration" in proc.stdout, proc.stdout
 
 
+def test_train_step_runs_full_size_fdgan(tmp_path):
+    """Ours (the GANTrainer step) and the published loop, stage III at full size, 1 pair, one iteration each (one
+    thread per process: on a shared 2-core machine two threads that wait for each other can take 4x as long)."""
+    path = tmp_path / "fdgan.json"
+    proc = _run("train_step.py", "--method", "fdgan", "--device", "cpu", "--stage", "3", "--pairs", "1",
+                "--threads", "1", "--warmup", "0", "--iters", "1", "--json", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.count("time per iteration") == 2 and out.count("FLOPs per iteration") == 2, out
+    assert "peak memory" in out and "published / ours" in out and "memory floor of both" in out, out
+    stage = json.loads(path.read_text())["stages"]["3"]
+    floor = stage["ours"]["floor_bytes"]  # parameters: E, V, G, D_id, D_pd at full size (about 106M floats)
+    assert 0.38 * 2**30 < floor["parameters"] < 0.42 * 2**30 and floor["optimizer_state"] > floor["parameters"], floor
+    ours, published = stage["ours"], stage["published"]
+    assert ours["seconds_per_iter"] > 0 and ours["peak_memory"]["max_rss_bytes"] > 0, stage
+    # D_id encodes the origins once per phase instead of three times a step: fewer FLOPs, whatever the timing
+    assert 0 < ours["flops_per_iter"] < published["flops_per_iter"], stage
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine `make gpu-check` runs the parts themselves")
 def test_gpu_check_skips_every_gpu_part_without_cuda(tmp_path):
     proc = _run("gpu_check.py", "--out", str(tmp_path))

@@ -8,7 +8,8 @@ dicts and None, so ``torch.load(weights_only=True)`` reads it)::
      "optimizers": {net: state}, "schedulers": {net: state}, "scalers": {phase: state},
      "iteration": index of the last finished iteration (training resumes at iteration + 1),
      "data": {"seed": int, "start_batch": int},               # training-stream position
-     "rng": [per-rank RNG states]}
+     "rng": [per-rank RNG states],
+     "method_state": [per-rank GANMetaArch.training_state_dict()]}   # only when the method has such state
 
 plus ``"meta_architecture"``.  :class:`~fastreid_gan.checkpointer.RunCheckpointer` writes and reads the files
 (atomic write, ``last_checkpoint`` tag, fit check, retention, fall-back to the newest complete file).

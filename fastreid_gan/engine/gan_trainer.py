@@ -201,11 +201,16 @@ class GANTrainer(SimpleGANTrainer):
         iteration = self.iter if iteration is None else iteration
         rng = comm.all_gather(get_rng_state()) if distributed.is_distributed() else [get_rng_state()]
         sampler = self.data_loader.batch_sampler
+        extra: Dict[str, Any] = {}
+        method_state = self.model.training_state_dict()
+        if method_state:  # an entry only for a method with such state (SPGAN's pools): docs/engine.md §7
+            extra["method_state"] = comm.all_gather(method_state) if distributed.is_distributed() else [method_state]
         return self.checkpointer.save(
             name,
             iteration=int(iteration),
             data={"seed": int(sampler.seed), "start_batch": int(iteration) + 1},
             rng=rng,
+            **extra,
         )
 
     def resume_or_load(self, resume: bool = True) -> None:
@@ -247,6 +252,13 @@ class GANTrainer(SimpleGANTrainer):
             set_rng_state(rng[rank])
         else:
             logger.warning("The checkpoint has no RNG state for rank %d: the run will not be bit-exact", rank)
+        if self.model.training_state_dict():  # the method's state outside parameters (SPGAN's image pools)
+            method_state = state.get("method_state") or []
+            if rank < len(method_state):
+                self.model.load_training_state_dict(method_state[rank])
+            else:
+                logger.warning("%s has no method state (%s) for rank %d: it starts afresh and the run will not be "
+                               "bit-exact", path, sorted(self.model.training_state_dict()), rank)
         self.start_iter = int(state["iteration"]) + 1
 
     # ------------------------------------------------------------------ training loop

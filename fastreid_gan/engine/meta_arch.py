@@ -177,6 +177,25 @@ class GANMetaArch(nn.Module):
         start without the weights the run needs; default nothing.  A resumed run does not call it (its checkpoint
         holds the result)."""
 
+    def training_state_dict(self) -> Dict[str, Any]:
+        """Training state that is neither a parameter nor a buffer and that a resumed run needs (SPGAN's image
+        pools); default ``{}``: none.
+
+        Tensors, numbers, strings, lists and dicts only (``torch.load(weights_only=True)``).  A non-empty dict is
+        saved in the training checkpoint as ``"method_state"`` (one entry per rank), beside the optimizers and
+        not in ``"model"``: weights-only loaders (``MODEL.WEIGHTS``, fastreid's ``Checkpointer``, converted
+        checkpoints) never see it, and ``--resume`` gives it back through :meth:`load_training_state_dict`
+        (``docs/engine.md`` §7).  The keys must not depend on the training progress (an empty pool is still an
+        entry), so every rank agrees on whether there is state to gather.
+        """
+        return {}
+
+    def load_training_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`training_state_dict` returned (on resume only, after the weights are loaded)."""
+        if state:
+            raise NotImplementedError(f"{type(self).__name__} has training state to restore but does not implement "
+                                      f"load_training_state_dict")
+
     def forward_train(self, batch: Dict[str, Any], ctx: StepContext) -> Dict[str, Any]:
         """The shared forward run once per iteration before the phases; returns a state dict for them."""
         raise NotImplementedError

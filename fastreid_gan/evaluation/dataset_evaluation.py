@@ -32,8 +32,14 @@ def build_evaluator(cfg: Any, dataset_name: str, output_dir: Optional[str] = Non
 
 
 def _pair_scorer(cfg: Any, model: nn.Module) -> Optional[Callable]:
-    """The model's ``pair_distance`` when ``TEST.PAIR_RERANK.ENABLED`` (an error if it has none)."""
+    """The model's ``pair_distance`` when ``TEST.PAIR_RERANK.ENABLED`` (an error if it has none); None with
+    ``TEST.LMP.ENABLED``, whose features a verification head was not trained on (a warning says so)."""
     if not cfg.TEST.PAIR_RERANK.ENABLED:
+        return None
+    if cfg.TEST.LMP.ENABLED:
+        logger.warning("TEST.PAIR_RERANK is skipped with TEST.LMP.ENABLED: the verification head (FD-GAN's V) "
+                       "scores the model's own features, not LMP's C x PARTS ones, so no verified/* metrics are "
+                       "reported; evaluate with TEST.LMP.ENABLED False for them")
         return None
     net = getattr(model, "module", model)  # (Distributed)DataParallel
     scorer = getattr(net, "pair_distance", None)
@@ -49,11 +55,17 @@ def evaluate_on_test_datasets(cfg: Any, model: nn.Module,
                               ) -> "OrderedDict[str, Dict[str, float]]":
     """``{dataset: {metric: value}}`` for every ``cfg.DATASETS.TESTS`` (main process; other ranks get empty dicts).
 
-    ``TEST.FLIP.ENABLED`` adds the mirrored image's feature, as fastreid's ``inference_on_dataset`` does.
+    ``TEST.FLIP.ENABLED`` adds the mirrored image's feature, as fastreid's ``inference_on_dataset`` does; not with
+    ``TEST.LMP.ENABLED``, whose feature is flip-summed already (the same feature again, for twice the time).
     ``TEST.PAIR_RERANK.ENABLED`` re-scores each query's nearest gallery items with the model's ``pair_distance``
-    (FD-GAN's V) and adds those metrics, prefixed ``verified/`` (:mod:`fastreid_gan.evaluation.pair_rerank`).
+    (FD-GAN's V) and adds those metrics, prefixed ``verified/`` (:mod:`fastreid_gan.evaluation.pair_rerank`);
+    not with ``TEST.LMP.ENABLED`` (skipped with a warning).
     """
     scorer = _pair_scorer(cfg, model)
+    flip_test = bool(cfg.TEST.FLIP.ENABLED)
+    if flip_test and cfg.TEST.LMP.ENABLED:
+        logger.info("TEST.LMP already adds the mirrored image's feature: TEST.FLIP.ENABLED is skipped")
+        flip_test = False
     results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
     for dataset_name in cfg.DATASETS.TESTS:
         logger.info("Evaluating on %s", dataset_name)
@@ -63,7 +75,7 @@ def evaluate_on_test_datasets(cfg: Any, model: nn.Module,
                 raise TypeError(f"TEST.PAIR_RERANK.ENABLED needs this project's ReidEvaluator; the evaluator "
                                 f"builder gave a {type(evaluator).__name__}")
             evaluator.pair_scorer = scorer
-        result = inference_on_dataset(model, data_loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED)
+        result = inference_on_dataset(model, data_loader, evaluator, flip_test=flip_test)
         results[dataset_name] = result
         if comm.is_main_process() and result:
             table = OrderedDict(result)

@@ -167,9 +167,11 @@ class Conv2dBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Residual block ``x + conv(no act)(conv(act)(x))`` with 3x3 convs (DG-Net Tables 6-8 "ResBlocks").
+    """Residual block ``x + conv(no act)(conv(act)(x))`` with 3x3 convs (DG-Net Tables 6-8 "ResBlocks"; the
+    CycleGAN / SPGAN ResNet generator's blocks with ``activation="relu"`` and ``bias=(False, True)``).
 
-    Sub-modules: ``convs`` = ModuleList of two :class:`Conv2dBlock`.
+    Sub-modules: ``convs`` = ModuleList of two :class:`Conv2dBlock`. ``bias``: one flag for both convs, or a
+    (first, second) pair.
     """
 
     def __init__(
@@ -181,15 +183,16 @@ class ResBlock(nn.Module):
         pad_type: str = "reflect",
         kernel_size: int = 3,
         negative_slope: float = 0.2,
-        bias: bool = True,
+        bias: Union[bool, Tuple[bool, bool]] = True,
     ) -> None:
         super().__init__()
         p = kernel_size // 2
-        common = dict(norm=norm, pad_type=pad_type, negative_slope=negative_slope, bias=bias)
+        bias1, bias2 = (bias, bias) if isinstance(bias, bool) else (bool(bias[0]), bool(bias[1]))
+        common = dict(norm=norm, pad_type=pad_type, negative_slope=negative_slope)
         self.convs = nn.ModuleList(
             [
-                Conv2dBlock(channels, channels, kernel_size, 1, p, activation=activation, **common),
-                Conv2dBlock(channels, channels, kernel_size, 1, p, activation="none", **common),
+                Conv2dBlock(channels, channels, kernel_size, 1, p, activation=activation, bias=bias1, **common),
+                Conv2dBlock(channels, channels, kernel_size, 1, p, activation="none", bias=bias2, **common),
             ]
         )
 

@@ -60,6 +60,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext, loss_weights_from_config
+from fastreid_gan.layers import LocalPooling
 from fastreid_gan.losses import lsgan_d_loss, lsgan_g_loss, r1_penalty, soft_label_kl
 
 from .appearance_encoder import AppearanceEncoder
@@ -107,6 +108,7 @@ class DGNet(GANMetaArch):
         teacher_loader: Optional[Callable[[], Teacher]] = None,
         channels_last: bool = False,
         detach_recon_code: bool = False,
+        local_pooling: Optional[LocalPooling] = None,
     ) -> None:
         """
         Args:
@@ -122,6 +124,7 @@ class DGNet(GANMetaArch):
             detach_recon_code: detach the appearance code re-encoded from generated images, as the published
                 code does (its E_a detaches every code it returns): Eq. 4 then trains nothing and the cycle
                 term reaches x_ba through E_s only.  Default False: Eq. 4 trains G, as the paper states.
+            local_pooling: ``TEST.LMP``: the eval feature is LMP's of E_a's layer4 map (no weights); None = off.
         """
         super().__init__()
         self.gen = gen
@@ -135,6 +138,7 @@ class DGNet(GANMetaArch):
         self.test_fine_weight = float(test_fine_weight)
         self._teacher_loader = teacher_loader
         self.detach_recon_code = bool(detach_recon_code)
+        self.local_pooling = local_pooling
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -226,6 +230,7 @@ class DGNet(GANMetaArch):
             "teacher_loader": functools.partial(build_teacher, frozen_cfg, num_classes),
             "channels_last": d.CHANNELS_LAST,
             "detach_recon_code": d.DETACH_RECON_CODE,
+            "local_pooling": LocalPooling.from_config(cfg),
         }
 
     # ------------------------------------------------------------------ GANMetaArch interface
@@ -296,6 +301,10 @@ class DGNet(GANMetaArch):
         return list(self.dis(self.normalize(images)))
 
     # ------------------------------------------------------------------ inference
+    def reid_feature_map(self, images: Tensor) -> Tensor:
+        """E_a's layer4 map (B, C, H/16, W/16) of 0..255 images (what ``TEST.LMP`` pools)."""
+        return self.id.features(self.normalize(images))
+
     def forward(self, batched_inputs: Any) -> Tensor:
         """Test feature (Sec. 4.1 (vi)): [f_prim / |f_prim|, w * f_fine / |f_fine|], (B, 2 x 512).
 
@@ -304,8 +313,14 @@ class DGNet(GANMetaArch):
         query's fine half by 0.5: scaling both halves by w weighs the fine similarity by w^2 (w = 0.707
         reproduces the published ranking), but keeps one feature per image, as fastreid's evaluator,
         DefaultPredictor and ONNX export expect.
+
+        With ``TEST.LMP.ENABLED``: LMP's feature of E_a's layer4 map instead, (B, C x PARTS), flip-summed and
+        L2-normalised (:mod:`fastreid_gan.layers.local_pooling`); the heads are not used.
         """
-        out = self.id(self.normalize(self.inference_images(batched_inputs)))
+        images = self.inference_images(batched_inputs)
+        if self.local_pooling is not None:
+            return self.local_pooling(self.reid_feature_map, images)
+        out = self.id(self.normalize(images))
         prim = F.normalize(out["bottleneck_prim"], dim=1)
         fine = F.normalize(out["bottleneck_fine"], dim=1) * self.test_fine_weight
         return torch.cat([prim, fine], dim=1)

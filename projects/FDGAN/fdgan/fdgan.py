@@ -26,7 +26,7 @@ D_id's BatchNorm always uses its running statistics (as published); G and D_pd t
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext, TrainingStage, loss_weights_from_config
-from fastreid_gan.layers import PatchDiscriminator, checkpointed
+from fastreid_gan.layers import LocalPooling, PatchDiscriminator, checkpointed
 from fastreid_gan.layers.resnet import imagenet_weights_path
 from fastreid_gan.losses import bce_d_loss, bce_g_loss
 
@@ -68,7 +68,8 @@ class FDGAN(GANMetaArch):
                  dis_pose: PatchDiscriminator, pixel_mean: Sequence[float], pixel_std: Sequence[float],
                  stage: int = 0, loss_weights: Mapping[str, Any] = (),
                  label_smoothing: Sequence[float] = (0.7, 1.0, 0.0, 0.3), label_flip_prob: float = 0.0,
-                 checkpoint: bool = False) -> None:
+                 checkpoint: bool = False, local_pooling: Optional[LocalPooling] = None,
+                 channels_last: bool = False) -> None:
         super().__init__()
         if stage not in (0, *STAGES):
             raise ValueError(f"MODEL.FDGAN.STAGE must be 1, 2 or 3 (0: a recipe config whose STAGE_CONFIGS "
@@ -79,8 +80,13 @@ class FDGAN(GANMetaArch):
         self.label_smoothing = tuple(float(v) for v in label_smoothing)
         self.label_flip_prob = float(label_flip_prob)
         self.checkpoint = checkpoint
+        self.local_pooling = local_pooling  # TEST.LMP: the eval feature is LMP's of E's last map (no weights)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), persistent=False)
+        # MODEL.FDGAN.CHANNELS_LAST: weights NHWC now, every image batch NHWC from normalize() on
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg: Any) -> Dict[str, Any]:
@@ -105,7 +111,8 @@ class FDGAN(GANMetaArch):
                 "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD, "stage": int(f.STAGE),
                 "loss_weights": loss_weights_from_config(f.LOSS_WEIGHTS),
                 "label_smoothing": f.LABEL_SMOOTHING, "label_flip_prob": f.LABEL_FLIP_PROB,
-                "checkpoint": f.CHECKPOINT}
+                "checkpoint": f.CHECKPOINT, "local_pooling": LocalPooling.from_config(cfg),
+                "channels_last": f.CHANNELS_LAST}
 
     # ------------------------------------------------------------------ GANMetaArch interface
     @classmethod
@@ -269,8 +276,8 @@ class FDGAN(GANMetaArch):
 
     # ------------------------------------------------------------------ images
     def normalize(self, images: Tensor) -> Tensor:
-        """0..255 RGB -> the networks' input space (never in place)."""
-        return (images - self.pixel_mean) / self.pixel_std
+        """0..255 RGB -> the networks' input space (never in place), in the model's memory format."""
+        return ((images - self.pixel_mean) / self.pixel_std).contiguous(memory_format=self.memory_format)
 
     def to_pixels(self, images: Tensor) -> Tensor:
         """The networks' space (e.g. G's output) -> 0..255 RGB, clamped."""
@@ -319,7 +326,15 @@ class FDGAN(GANMetaArch):
         return self.dis_pose(torch.cat([posemaps, images], dim=1))
 
     # ------------------------------------------------------------------ inference
+    def reid_feature_map(self, images: Tensor) -> Tensor:
+        """E's last feature map (B, 2048, H/32, W/32) of 0..255 images (what ``TEST.LMP`` pools)."""
+        return self.reid.encoder.feature_map(self.normalize(images))
+
     def forward(self, batched_inputs: Any) -> Tensor:
         """E's feature (B, 2048) for a dict with "images" or a (B, 3, H, W) tensor in 0..255: what the evaluator,
-        ``DefaultPredictor`` and export use."""
-        return self.encode(self.inference_images(batched_inputs))
+        ``DefaultPredictor`` and export use.  With ``TEST.LMP.ENABLED``: LMP's feature of E's last map,
+        (B, 2048 x PARTS), flip-summed and L2-normalised (:mod:`fastreid_gan.layers.local_pooling`)."""
+        images = self.inference_images(batched_inputs)
+        if self.local_pooling is not None:
+            return self.local_pooling(self.reid_feature_map, images)
+        return self.encode(images)

@@ -7,11 +7,9 @@ maximum, so values lie in [0, 1]; a missing joint (or one outside the image) giv
 from __future__ import annotations
 
 import random
-from functools import lru_cache
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from fastreid_gan.data.pose_files import pose_file_for, read_pose_file
 
@@ -31,13 +29,35 @@ def _valid(keypoints: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return (y >= 0) & (x >= 0) & (y < h) & (x < w)
 
 
-@lru_cache(maxsize=4096)
-def _profile(position: int, length: int, sigma: float) -> np.ndarray:
-    """``gaussian_filter1d`` of a unit impulse at ``position`` (scipy's reflecting borders), divided by its max."""
-    impulse = np.zeros(length, dtype=np.float64)
-    impulse[position] = 1.0
-    smooth = gaussian_filter1d(impulse, sigma=sigma)
-    return smooth / smooth.max()
+#: scipy.ndimage's default kernel radius, in standard deviations
+_TRUNCATE = 4.0
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """scipy.ndimage's sampled Gaussian kernel: radius ``int(4 sigma + 0.5)``, normalised to sum 1."""
+    radius = int(_TRUNCATE * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 / (sigma * sigma) * offsets * offsets)
+    return kernel / kernel.sum()
+
+
+def _profile(position: int, length: int, sigma: float, kernel: Optional[np.ndarray] = None) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter1d`` of a unit impulse at ``position`` (its default reflecting borders:
+    ``d c b a | a b c d | d c b a``), divided by its max, computed directly: the kernel placed at the impulse
+    and at each of its mirror images. (scipy's call costs more than the arithmetic at these sizes, and augmented
+    sigmas are continuous, so a cache would miss.)"""
+    kernel = _gaussian_kernel(sigma) if kernel is None else kernel
+    radius = len(kernel) // 2
+    out = np.zeros(length, dtype=np.float64)
+    period = 2 * length  # the reflected signal repeats every 2L samples
+    repeats = radius // period + 1
+    for image in (position, -1 - position):  # the impulse and its mirror about the left border
+        for m in range(-repeats, repeats + 1):
+            centre = image + m * period
+            lo, hi = max(0, centre - radius), min(length, centre + radius + 1)
+            if lo < hi:
+                out[lo:hi] += kernel[lo - centre + radius:hi - centre + radius]
+    return out / out.max()
 
 
 def joint_heatmaps(keypoints: np.ndarray, size: Sequence[int] = (256, 128), sigma: float = 5.0) -> np.ndarray:
@@ -53,10 +73,11 @@ def joint_heatmaps(keypoints: np.ndarray, size: Sequence[int] = (256, 128), sigm
     h, w = (int(s) for s in size)
     maps = np.zeros((len(keypoints), h, w), dtype=np.float32)
     valid = _valid(keypoints, (h, w))
+    kernel = _gaussian_kernel(float(sigma))
     for j in np.flatnonzero(valid):
-        column = _profile(int(keypoints[j, 0]), h, float(sigma))
-        row = _profile(int(keypoints[j, 1]), w, float(sigma))
-        maps[j] = np.outer(column, row)
+        column = _profile(int(keypoints[j, 0]), h, float(sigma), kernel)
+        row = _profile(int(keypoints[j, 1]), w, float(sigma), kernel)
+        np.outer(column, row, out=maps[j])
     return maps
 
 

@@ -41,9 +41,12 @@ class SiameseEncoder(nn.Module):
         if pretrain_path:
             load_imagenet_resnet(self.backbone, pretrain_path)
 
+    def feature_map(self, images: Tensor) -> Tensor:
+        """The ResNet's last map (B, C, H/32, W/32) of normalised images: what the average pool (or LMP) reads."""
+        return run_segments(resnet_segments(self.backbone), images, checkpoint=self.checkpoint)
+
     def forward(self, images: Tensor) -> Tensor:  # noqa: D102
-        fmap = run_segments(resnet_segments(self.backbone), images, checkpoint=self.checkpoint)
-        return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        return F.adaptive_avg_pool2d(self.feature_map(images), 1).flatten(1)
 
 
 class SquaredDifferenceHead(nn.Module):

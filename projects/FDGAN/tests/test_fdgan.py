@@ -97,3 +97,44 @@ def test_pair_distance_uses_running_statistics_in_any_mode():
     assert torch.equal(model.pair_distance(q, g), in_eval)  # not the batch's statistics
     assert all(torch.equal(v, model.reid.head.state_dict()[k]) for k, v in stats.items())  # nothing moved
     assert model.reid.head.training  # the mode is given back
+
+
+def test_channels_last_is_the_same_network():
+    """MODEL.FDGAN.CHANNELS_LAST changes the memory layout only: the outputs and gradients of NHWC are as close to
+    a float64 reference as NCHW's are. In eval mode: G's dropout draws its mask in memory order (another mask)."""
+    torch.manual_seed(0)
+    plain = _small()
+    nhwc = _small("MODEL.FDGAN.CHANNELS_LAST", "True")
+    nhwc.load_state_dict(plain.state_dict())
+    reference = _small()
+    reference.load_state_dict(plain.state_dict())
+    reference.double()
+    conv = nhwc.reid.encoder.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images = torch.rand(4, 3, 64, 32) * 255
+    keypoints = torch.randint(0, 32, (18, 2)).numpy()
+    posemaps = torch.from_numpy(joint_heatmaps(keypoints, (64, 32))).expand(4, -1, -1, -1).contiguous()
+    noise = torch.randn(4, 8)
+
+    def outputs_and_grads(model, dtype):
+        model.eval()
+        feats = model.encode(images.to(dtype))
+        fake = model.generate(posemaps.to(dtype), feats, noise.to(dtype))
+        _, _, logit = model.discriminate_identity(model.normalize(images.to(dtype)), fake)
+        loss = (logit.sum() + model.discriminate_pose(posemaps.to(dtype), fake).mean()
+                + model.verify(feats[:2], feats[2:]).sum())
+        loss.backward()
+        grads = {k: p.grad.double() for k, p in model.named_parameters() if p.grad is not None}
+        return [t.detach().double() for t in (feats, fake, logit)], grads
+
+    def error(a, ref):
+        return float((a - ref).norm() / ref.norm().clamp_min(1e-30))
+
+    (out_a, grads_a), (out_b, grads_b) = outputs_and_grads(plain, torch.float32), outputs_and_grads(nhwc, torch.float32)
+    out_ref, grads_ref = outputs_and_grads(reference, torch.float64)
+    assert grads_a.keys() == grads_b.keys() == grads_ref.keys() and len(grads_ref) > 50
+    for a, b, ref in zip(out_a, out_b, out_ref):
+        assert error(b, ref) <= 10 * error(a, ref) + 1e-6
+    for k, ref in grads_ref.items():
+        assert error(grads_b[k], ref) <= 10 * error(grads_a[k], ref) + 1e-5, k
+    assert nhwc.normalize(images).is_contiguous(memory_format=torch.channels_last)

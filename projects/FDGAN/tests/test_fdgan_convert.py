@@ -159,6 +159,27 @@ def test_pose_maps_equal_the_published_ones():
         assert missing.any() and (maps[missing] == 0).all()
 
 
+@pytest.mark.parametrize("length", [1, 3, 32, 128])
+@pytest.mark.parametrize("sigma", [0.4, 1.37, 5.0, 11.3])
+def test_heatmap_profile_is_scipys_gaussian_filter(length, sigma):
+    """The published maps are scipy's gaussian_filter of an impulse (reflecting borders); ours computes the same
+    profile directly, also where the kernel is wider than the image (several reflections)."""
+    from scipy.ndimage import gaussian_filter, gaussian_filter1d
+
+    from fdgan.pose import _profile
+
+    for position in {0, length // 2, length - 1}:
+        impulse = np.zeros(length)
+        impulse[position] = 1.0
+        reference = gaussian_filter1d(impulse, sigma)
+        assert np.abs(_profile(position, length, sigma) - reference / reference.max()).max() < 1e-12
+    impulse2d = np.zeros((length, 5))
+    impulse2d[length - 1, 1] = 1.0
+    reference = gaussian_filter(impulse2d, sigma)
+    keypoints = np.array([[length - 1, 1]])
+    assert np.abs(joint_heatmaps(keypoints, (length, 5), sigma)[0] - reference / reference.max()).max() < 1e-6
+
+
 def test_flip_moves_and_swaps_joints():
     keypoints = np.full((18, 2), -1)
     keypoints[4] = (100, 20)   # right wrist at x = 20
