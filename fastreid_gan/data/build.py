@@ -89,6 +89,10 @@ class SeededInfiniteBatchSampler(Sampler):
     def load_state_dict(self, state: dict) -> None:
         self.seed = int(state["seed"])
         self.start_batch = int(state["start_batch"])
+        self._clear_cache()
+
+    def _clear_cache(self) -> None:
+        """Forget cached permutations (they depend on the seed)."""
         self._cached_pass = (-1, None)
 
 

@@ -15,17 +15,18 @@ exactly (the sampler's ``start_batch``). An "epoch" is ``MODEL.SPGAN.SCHEDULE.EP
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 
-from fastreid_gan.data.build import _train_seed, _worker_init, build_train_set, datasets_root, gan_train_transforms
+from fastreid_gan.data.build import (SeededInfiniteBatchSampler, _train_seed, _worker_init, build_train_set,
+                                    datasets_root, gan_train_transforms)
 from fastreid_gan.data.pairs import seeded_rng
 
 __all__ = ["TwoDomainBatchSampler", "TwoDomainDataset", "build_two_domain_loader", "default_epoch_iters",
@@ -83,11 +84,12 @@ def default_epoch_iters(source_size: int, target_size: int, ims_per_batch: int) 
     return max(1, min(int(source_size), int(target_size)) // max(int(ims_per_batch), 1))
 
 
-class TwoDomainBatchSampler(Sampler):
+class TwoDomainBatchSampler(SeededInfiniteBatchSampler):
     """Infinite batches of ``(source index, target index, sample seed)`` keys (see the module docstring).
 
-    ``state_dict()`` / ``load_state_dict()`` and ``start_batch`` as the engine's sampler; ``samples_per_pass`` is
-    one SPGAN epoch in images (``epoch_iters`` x global batch), so the trainer's logged epoch is the schedule's.
+    Iteration from ``start_batch`` and ``state_dict()`` / ``load_state_dict()`` are the engine's sampler's
+    (inherited); ``samples_per_pass`` is one SPGAN epoch in images (``epoch_iters`` x global batch), so the
+    trainer's logged epoch is the schedule's.
     """
 
     def __init__(self, source_size: int, target_size: int, batch_size: int, seed: int, epoch_iters: int,
@@ -126,18 +128,7 @@ class TwoDomainBatchSampler(Sampler):
             keys.append((source, target, seed))
         return keys
 
-    def __iter__(self) -> Iterator[List[Tuple[int, int, int]]]:
-        batch = self.start_batch
-        while True:
-            yield self.keys(batch)
-            batch += 1
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "start_batch": self.start_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed = int(state["seed"])
-        self.start_batch = int(state["start_batch"])
+    def _clear_cache(self) -> None:
         self._cache.clear()
 
 
