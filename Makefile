@@ -9,7 +9,7 @@ export FASTREID_DATASETS ?= $(CURDIR)/datasets
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo demo-fdgan test bench gpu-wheels gpu-check clean
+.PHONY: venv demo demo-fdgan demo-spgan test bench gpu-wheels gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -30,9 +30,20 @@ demo: venv
 demo-fdgan: venv
 	$(PY) projects/FDGAN/tools/demo.py --output-dir logs/demo_fdgan
 
-# the core's tests (tests/) and every project's (projects/<Method>/tests/): pyproject.toml's testpaths
+# SPGAN / eSPGAN "learning via translation", SyntheticDuke -> SyntheticMarket: direct transfer, SPGAN + IDE+, eSPGAN
+demo-spgan: venv
+	$(PY) projects/SPGAN/tools/demo.py --output-dir logs/demo_spgan
+
+# the core's tests (tests/) and every project's (projects/<Method>/tests/): pyproject.toml's testpaths, on
+# pytest-xdist workers: one per CPU this process may use, at most TEST_MAX_WORKERS (TEST_WORKERS=N: N of them,
+# TEST_WORKERS=0: all in this process); worksteal hands an idle worker half of the other's queue (the tests take
+# 0.1 s to minutes). One thread per worker (OMP_NUM_THREADS=1 unless one is passed in; conftest.py's cpu_share
+# for the full-size tests): two workers on two cores use them without oversubscribing.
+TEST_WORKERS ?= logical
+TEST_MAX_WORKERS ?= 4
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
+	$(if $(filter file,$(origin OMP_NUM_THREADS)),OMP_NUM_THREADS=1) $(PY) -m pytest -q -p no:cacheprovider \
+		--timeout=900 -n $(TEST_WORKERS) --maxprocesses=$(TEST_MAX_WORKERS) --dist worksteal
 
 bench: venv
 	$(PY) benchmarks/eval_bench.py

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The prepared GPU check (`make gpu-check`): the project's GPU paths in one call of at most about 8 minutes.
 
-Five parts, each run as subprocesses under its own time budget and one overall deadline; a part that fails or
+Seven parts, each run as subprocesses under its own time budget and one overall deadline; a part that fails or
 runs out of time is recorded with its error and the check goes on:
 
   tests       the suite's CUDA-only tests (pytest -k over tests/ and projects/, see CUDA_TESTS_K);
@@ -18,6 +18,13 @@ runs out of time is recorded with its error and the check goes on:
               time per iteration, peak GPU memory (max allocated), FLOPs and the ratios; then ours alone with
               MODEL.FDGAN.CHECKPOINT on. Last, with the time the other parts left (``--parts fdgan_step`` gives it
               its whole cap of 150 s).
+  spgan_step  benchmarks/train_step.py --method spgan: full-size SPGAN (market2duke.yml) at batch 8 with bf16 AMP,
+              ours (the GANTrainer step) against the published train_spgan.py iteration
+              (benchmarks/spgan_published_loop.py): time per G iteration and per other iteration, peak GPU memory,
+              FLOPs and the ratios; then ours alone with MODEL.SPGAN.GENERATOR.CHECKPOINT on;
+  espgan_step the same for eSPGAN (espgan_market2duke.yml, published espgan.py; ours is recorded as "not
+              implemented" until ESPGAN trains). These two come after fdgan_step and get the time left: run them
+              with ``--parts spgan_step,espgan_step`` for their whole caps.
 
 Everything lands flat in --out (at most 8 files): gpu_check.json (figures per part, environment), the PNGs
 dgnet_swap_grid.png, dgnet_interpolation.png and dgnet_train_grid.png, and subprocess_logs.txt (the tail of every
@@ -54,7 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("tests", "train_step", "evaluator", "dgnet", "fdgan_step")
+PARTS = ("tests", "train_step", "evaluator", "dgnet", "fdgan_step", "spgan_step", "espgan_step")
 
 #: pytest -k expression for the CUDA-only tests. -k also matches marker names, so a test marked
 #: ``@pytest.mark.cuda`` is picked up too, wherever it lives (tests/ or projects/*/tests/).
@@ -73,8 +80,10 @@ TRAIN_STEP_VARIANTS: List[Tuple[str, str, Optional[str]]] = [
 ]
 
 #: per-part caps in seconds (GPU run); the overall --budget clamps them, so the later parts get what is left
-GPU_CAPS = {"tests": 70, "train_step": 150, "evaluator": 75, "dgnet": 210, "fdgan_step": 150}
-SMOKE_CAPS = {"tests": 120, "train_step": 150, "evaluator": 90, "dgnet": 240, "fdgan_step": 150}
+GPU_CAPS = {"tests": 70, "train_step": 150, "evaluator": 75, "dgnet": 210, "fdgan_step": 150, "spgan_step": 150,
+            "espgan_step": 150}
+SMOKE_CAPS = {"tests": 120, "train_step": 150, "evaluator": 90, "dgnet": 240, "fdgan_step": 150, "spgan_step": 120,
+              "espgan_step": 120}
 
 #: FD-GAN on the GPU: pairs per batch and AMP (the issue's GPU setting); name, stage, --checkpoint, --loop of the
 #: benchmarks/train_step.py runs, in this order while the part's time lasts (the smoke run: the first only)
@@ -82,6 +91,17 @@ FDGAN_GPU_PAIRS, FDGAN_GPU_AMP = 32, "bf16"
 FDGAN_VARIANTS: List[Tuple[str, int, str, str]] = [
     ("stage3", 3, "off", "ours,published"), ("stage2", 2, "off", "ours,published"),
     ("stage3_recompute", 3, "on", "ours"), ("stage2_recompute", 2, "on", "ours"),
+]
+
+#: SPGAN / eSPGAN on the GPU: images per domain and batch, and AMP (the issue's GPU setting); name, --checkpoint,
+#: --loop of the benchmarks/train_step.py runs, in this order while the part's time lasts (the smoke run: the first
+#: only, with toy networks)
+SPGAN_GPU_BATCH, SPGAN_GPU_AMP = 8, "bf16"
+SPGAN_VARIANTS: List[Tuple[str, str, str]] = [
+    ("compare", "none", "ours,published"), ("recompute", "generator", "ours"),
+]
+ESPGAN_VARIANTS: List[Tuple[str, str, str]] = [
+    ("compare", "none", "ours,published"), ("recompute", "generator,feature_learner", "ours"),
 ]
 
 #: DG-Net synthetic on the GPU is bound by kernel launches (~6,000 aten ops an iteration at 128x64), not FLOPs:
@@ -723,6 +743,65 @@ def part_fdgan_step(ctx: Context, clock: Clock) -> Dict[str, Any]:
     return dict(result, status="ok")
 
 
+# ------------------------------------------------------------------------------------------------ (f, g) SPGAN, eSPGAN step
+def _spgan_step(method: str, variants: List[Tuple[str, str, str]], ctx: Context, clock: Clock) -> Dict[str, Any]:
+    """Full-size SPGAN (market2duke.yml) or eSPGAN (espgan_market2duke.yml): ours against the published loop
+    (benchmarks/spgan_published_loop.py) at batch 8 with bf16 AMP, time per G iteration and per other iteration,
+    peak GPU memory, FLOPs and the ratios; then ours alone with recomputation, while time is left."""
+    if ctx.smoke:  # the code path only: toy networks, fp32, one G and one other iteration, one CPU thread
+        variants, amp, batch = variants[:1], "off", 1
+        base = ["--toy", "--warmup", "0", "--iters", "2", "--skip-flops", "--threads", "1"]
+        min_start = 0.0
+    else:
+        amp, batch = SPGAN_GPU_AMP, SPGAN_GPU_BATCH
+        base = []  # the default warm-up (one G cycle) and timed iterations (two cycles)
+        min_start = 45.0
+    result: Dict[str, Any] = {"batch": batch, "amp": amp, "toy": ctx.smoke, "runs": {}}
+    for name, checkpoint, loops in variants:
+        if clock.left() < min_start:
+            result["runs"][name] = {"status": "skipped", "reason": f"out of time ({clock.left():.0f} s left in this part)"}
+            print(f"  skipped: {method}_step {name}: out of time", flush=True)
+            continue
+        path = ctx.work / f"{method}_step_{name}.json"
+        cmd = [sys.executable, "benchmarks/train_step.py", "--method", method, "--loop", loops,
+               "--checkpoint", checkpoint, "--batch", str(batch), *base, "--amp", amp, "--device", ctx.device,
+               "--json", path]
+        proc = ctx.run(f"{method}_step_{name}", cmd, clock.left())
+        if not proc.ok or not path.is_file():
+            result["runs"][name] = failed(proc)
+            continue
+        figures = json.loads(path.read_text())
+        run: Dict[str, Any] = {"status": "ok", "checkpoint": checkpoint, "wall_s": proc.seconds,
+                               "ratios": figures.get("ratios")}
+        for loop in loops.split(","):
+            fig = figures["loops"][loop]
+            if fig["status"] != "ok":  # eSPGAN's own training not there yet: recorded, not a failure
+                run[loop] = {"status": fig["status"], "error": fig.get("error")}
+                continue
+            peak = fig["peak_memory"]
+            run[loop] = {key: fig[key] for key in ("seconds_gen", "seconds_other", "seconds_per_iter", "flops_gen",
+                                                   "flops_other", "seconds_gen_all", "seconds_other_all")}
+            run[loop]["peak_memory"] = peak
+            if peak["kind"] == "cuda":
+                run[loop]["max_allocated_gb"] = peak["max_allocated_bytes"] / 1e9
+                run[loop]["max_reserved_gb"] = peak["max_reserved_bytes"] / 1e9
+        result["runs"][name] = run
+    bad = [n for n, r in result["runs"].items() if r["status"] in ("failed", "timeout")]
+    if bad:
+        return dict(result, status="failed", error=f"{method}_step failed for {bad}")
+    return dict(result, status="ok")
+
+
+def part_spgan_step(ctx: Context, clock: Clock) -> Dict[str, Any]:
+    """(f) full-size SPGAN, ours against the published train_spgan.py iteration (batch 8, bf16)."""
+    return _spgan_step("spgan", SPGAN_VARIANTS, ctx, clock)
+
+
+def part_espgan_step(ctx: Context, clock: Clock) -> Dict[str, Any]:
+    """(g) full-size eSPGAN, ours (when ESPGAN trains) against the published espgan.py iteration (batch 8, bf16)."""
+    return _spgan_step("espgan", ESPGAN_VARIANTS, ctx, clock)
+
+
 # ------------------------------------------------------------------------------------------------ report
 def bundle_logs(ctx: Context, limit: int = 200_000) -> None:
     """All subprocess logs in one file of --out (the device returns at most 8 files): the tail of each."""
@@ -794,6 +873,29 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                     figures.append(f"published/ours time {_fmt(ratios.get('time'), '.2f')}x, "
                                    f"ours/published memory {_fmt(ratios.get('memory'), '.2f')}")
                 lines.append(f"    {variant:<18} {'; '.join(figures)}")
+        if name in ("spgan_step", "espgan_step"):
+            for variant, run in part.get("runs", {}).items():
+                if run["status"] != "ok":
+                    lines.append(f"    {variant:<18} {run['status']}: {run.get('reason') or run.get('error', '')}")
+                    continue
+                figures = []
+                for loop in ("ours", "published"):
+                    fig = run.get(loop)
+                    if fig is None:
+                        continue
+                    if "seconds_gen" not in fig:
+                        figures.append(f"{loop} {fig.get('status')}")
+                        continue
+                    memory = (f"{fig['max_allocated_gb']:.2f} GB" if "max_allocated_gb" in fig
+                              else f"{fig['peak_memory'].get('max_rss_bytes', 0) / 1e9:.2f} GB RSS")
+                    figures.append(f"{loop} G {_fmt(fig['seconds_gen'])} s, other {_fmt(fig['seconds_other'])} s, "
+                                   f"{memory}")
+                ratios = run.get("ratios") or {}
+                if ratios:
+                    figures.append(f"published/ours time {_fmt(ratios.get('time_gen'), '.2f')}x (G), "
+                                   f"{_fmt(ratios.get('time_other'), '.2f')}x (other), ours/published memory "
+                                   f"{_fmt(ratios.get('memory'), '.2f')}")
+                lines.append(f"    {variant:<18} {'; '.join(figures)}")
         if name == "dgnet":
             teacher, train = part.get("teacher") or {}, part.get("train") or {}
             tm, dm = teacher.get("metrics") or {}, train.get("metrics") or {}
@@ -815,7 +917,7 @@ def write_report(ctx: Context, report: Dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ main
 PART_FUNCS: Dict[str, Callable[[Context, Clock], Dict[str, Any]]] = {
     "tests": part_tests, "train_step": part_train_step, "evaluator": part_evaluator, "dgnet": part_dgnet,
-    "fdgan_step": part_fdgan_step}
+    "fdgan_step": part_fdgan_step, "spgan_step": part_spgan_step, "espgan_step": part_espgan_step}
 
 
 def run_part(ctx: Context, name: str, cap: float) -> Dict[str, Any]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Time, peak memory and FLOPs of one full-size training iteration: DG-Net (default) or FD-GAN stages II and III.
+"""Time, peak memory and FLOPs of one full-size training iteration: DG-Net (default), FD-GAN stages II and III,
+SPGAN or eSPGAN.
 
 DG-Net (projects/DGNet/configs/market.yml):
 
@@ -30,6 +31,23 @@ seconds per iteration (median of the timed iterations), peak memory (peak RSS on
 CUDA), FLOPs (FlopCounterMode over the first iteration, a warm-up one unless --warmup 0) and the ratios
 published / ours. Reference (the issue, 2-core CPU, quiet, 2 pairs): the published loop takes 7.8 s and 4.0 GB in
 stage III, 8.3 s and 3.4 GB in stage II.
+
+SPGAN (projects/SPGAN/configs/market2duke.yml) and eSPGAN (espgan_market2duke.yml, its joint stage):
+
+    python benchmarks/train_step.py --method spgan --threads 1              # CPU: batch 1 (+1 target) at 256x128
+    python benchmarks/train_step.py --method spgan --checkpoint generator   # ours recomputing G's and F's blocks
+    python benchmarks/train_step.py --method espgan --threads 1             # the IDE+ ResNet-50 with them
+    python benchmarks/train_step.py --method spgan --amp bf16               # on a GPU: batch 8 with mixed precision
+
+Full size (9-block generators, 64-wide PatchGANs, SiaNet or the ResNet-50 feature learner), random weights, the
+tiny synthetic domains (SyntheticMarketTiny -> SyntheticDukeTiny) at 256x128, every phase on from iteration 0
+(SPGAN: SiaNet's step and G's contrastive term, the published epochs > 0 and > 1). "ours" is the real
+GANTrainer step; "published" the py-spgan train_spgan.py / espgan.py iteration written with the same
+sub-networks (benchmarks/spgan_published_loop.py). Both take the same cached batches, each loop in its own
+process; the G step runs on every 2nd (eSPGAN: 3rd) iteration, so the times are reported apart for a G iteration
+and for an other one (medians), with the schedule's average, peak memory, FLOPs of a G and of an other iteration
+(FlopCounterMode over warm-up iterations 0 and 1) and the memory floor. Reference (the issue, 2-core CPU, quiet,
+batch 1): the published SPGAN loop takes 14.3 s for a G iteration, 2.4 s for an other one, 2.8 GB.
 """
 from __future__ import annotations
 
@@ -53,7 +71,7 @@ from fastreid_gan.config import get_cfg, merge_config
 from fastreid_gan.engine import GANTrainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules, however this is started
-from step_timing import (count_flops, peak_bytes, peak_memory, peak_memory_stats, reset_peak_memory,  # noqa: E402
+from step_timing import (count_flops, cpu_seconds, peak_bytes, peak_memory, peak_memory_stats, reset_peak_memory,  # noqa: E402
                          rss_now_bytes, run_child, sync, tf32_settings, time_steps, write_json)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -418,6 +436,367 @@ def main_fdgan(args: argparse.Namespace) -> None:
         })
 
 
+# ------------------------------------------------------------------------------------------------ SPGAN / eSPGAN
+SPGAN_CONFIGS = {"spgan": os.path.join(REPO, "projects/SPGAN/configs/market2duke.yml"),
+                 "espgan": os.path.join(REPO, "projects/SPGAN/configs/espgan_market2duke.yml")}
+SPGAN_NAMES = {"spgan": "SPGAN", "espgan": "eSPGAN"}
+#: the published G-step period (train_spgan.py: i % 2, espgan.py: i % 3)
+SPGAN_GEN_EVERY = {"spgan": 2, "espgan": 3}
+#: the source (py-spgan's A, Market in market2duke) and the target (B, Duke), tiny synthetic stand-ins
+SPGAN_SOURCE, SPGAN_TARGET = "SyntheticMarketTiny", "SyntheticDukeTiny"
+#: --checkpoint parts -> the config node of MODEL.SPGAN whose CHECKPOINT they set
+SPGAN_CHECKPOINT_NODES = {"generator": "GENERATOR", "discriminator": "DISCRIMINATOR",
+                          "feature_learner": "FEATURE_LEARNER"}
+
+
+def parse_spgan_checkpoint(text: Optional[str]) -> List[str]:
+    """``--checkpoint`` for SPGAN / eSPGAN: none (default, as the configs), all, on (= generator), or a comma list
+    of generator, discriminator, feature_learner (MODEL.SPGAN.<NODE>.CHECKPOINT of ours)."""
+    text = (text or "none").strip()
+    if text in ("none", "off"):
+        return []
+    if text == "all":
+        return list(SPGAN_CHECKPOINT_NODES)
+    if text == "on":
+        return ["generator"]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in SPGAN_CHECKPOINT_NODES]
+    if unknown:
+        raise SystemExit(f"train_step.py --method spgan/espgan: --checkpoint: unknown part(s) {unknown}; choose "
+                         f"from {', '.join(SPGAN_CHECKPOINT_NODES)}, all, on (generator) or none")
+    return names
+
+
+#: --toy: networks shrunk for the tests and the GPU check's CPU smoke run (the figures mean nothing; the code
+#: paths and the comparison are the full-size ones)
+SPGAN_TOY_OPTS = ["MODEL.SPGAN.GENERATOR.NGF", "8", "MODEL.SPGAN.GENERATOR.N_BLOCKS", "2",
+                  "MODEL.SPGAN.DISCRIMINATOR.NDF", "8", "MODEL.SPGAN.METRIC.CHANNELS", "[8, 16, 16]",
+                  "MODEL.SPGAN.METRIC.HIDDEN", "16", "MODEL.SPGAN.METRIC.EMBED_DIM", "8",
+                  "MODEL.BACKBONE.DEPTH", "18x", "MODEL.SPGAN.FEATURE_LEARNER.BOTTLENECK_DIM", "32",
+                  "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]"]
+
+
+def spgan_cfg(method: str, batch: int, device: str, amp: str, checkpoint: Sequence[str], output_dir: str,
+              num_classes: int = 0, toy: bool = False, extra_opts: Sequence[str] = ()):
+    """market2duke.yml / espgan_market2duke.yml at full size (9-block generators, 64-wide PatchGANs, SiaNet or the
+    ResNet-50 feature learner, 256x128) on the tiny synthetic domains, every phase of the published iteration on
+    from iteration 0 (SiaNet's step and G's contrastive term: the schedule's start epochs 0), no evaluation, no
+    data-loader workers (the batches are fetched before the timing), random weights. ``toy``: the networks of
+    :data:`SPGAN_TOY_OPTS` instead (tests, smoke runs); ``extra_opts`` go last."""
+    opts = ["MODEL.DEVICE", device, "MODEL.BACKBONE.PRETRAIN", "False",
+            "DATASETS.NAMES", f"('{SPGAN_SOURCE}',)", "DATASETS.TESTS", "()",
+            "MODEL.SPGAN.TARGET_DATASET", SPGAN_TARGET, "SOLVER.IMS_PER_BATCH", str(batch),
+            "DATALOADER.NUM_WORKERS", "0",
+            "SOLVER.AMP.ENABLED", str(amp != "off"), "SOLVER.AMP.DTYPE", amp if amp != "off" else "fp16",
+            "SOLVER.GAN.LOG_PERIOD", "0", "SOLVER.GAN.VIS_PERIOD", "0", "SOLVER.GAN.CHECKPOINT_PERIOD", "0",
+            "SEED", "0", "OUTPUT_DIR", os.path.join(output_dir, "out")]
+    if method == "spgan":
+        opts += ["MODEL.SPGAN.SCHEDULE.METRIC_START_EPOCH", "0", "MODEL.SPGAN.SCHEDULE.CONTRASTIVE_START_EPOCH", "0"]
+    if num_classes:
+        opts += ["MODEL.HEADS.NUM_CLASSES", str(num_classes)]
+    for name, node in SPGAN_CHECKPOINT_NODES.items():
+        opts += [f"MODEL.SPGAN.{node}.CHECKPOINT", str(name in checkpoint)]
+    opts += (SPGAN_TOY_OPTS if toy else []) + list(extra_opts)
+    config = SPGAN_CONFIGS[method]
+    if method == "espgan":  # a recipe config: its joint stage (stages/espgan_published_joint.yml), espgan.py's loop
+        from fastreid_gan.training_stages import stage_config, training_stages_of
+
+        stages = {stage.name: stage for stage in training_stages_of(merge_config(get_cfg(), config, opts))}
+        cfg = stage_config(config, opts, stages["joint"], output_dir, None)
+        cfg.OUTPUT_DIR = os.path.join(output_dir, "out")
+        return cfg
+    return merge_config(get_cfg(), config, opts)
+
+
+def _calibrate_ide_batchnorm(ide: Any, normalize: Any, batches: List[Dict[str, Any]]) -> None:
+    """Running BatchNorm statistics of eSPGAN's feature learner from the cached batches (source and target
+    images), for both loops alike: its backbone BN is frozen (published: a source-trained IDE's statistics); the
+    random initialisation's 0 and 1 make 50 un-normalised layers of a random ResNet-50 overflow."""
+    device = next(ide.parameters()).device
+    norms = [m for m in ide.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = ide.training
+    ide.train()
+    with torch.no_grad():  # batch by batch, the domains together (the head's BatchNorm1d needs 2 images)
+        for batch in batches:
+            images = torch.cat([batch[key] for key in ("images", "target_images", "fresh_images") if key in batch])
+            ide(normalize(images.to(device).float()))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    ide.train(was_training)
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere): hands the heap's free pages back to the OS."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def spgan_child(args: argparse.Namespace) -> Dict[str, Any]:
+    """One loop (``args.loop``) of SPGAN or eSPGAN in this (fresh) process: its figures, per iteration kind."""
+    method, device, loop = args.method, args.device, args.loop[0]
+    rss_start = rss_now_bytes()
+    amp_dtype = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.amp]
+    checkpoint = parse_spgan_checkpoint(args.checkpoint) if loop == "ours" else []  # published: no recomputation
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(0)
+    torch.manual_seed(0)
+    import numpy as np
+
+    np.random.seed(0)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # Base-SPGAN.yml: fastreid's CUDNN_BENCHMARK, for both loops
+    gen_every = SPGAN_GEN_EVERY[method]
+    with tempfile.TemporaryDirectory() as workdir, EventStorage(0) as storage:
+        from spgan import ESPGAN, SPGAN
+
+        meta_arch = SPGAN if method == "spgan" else ESPGAN
+        count = min(CACHED_BATCHES, args.warmup + args.iters + 1)
+        # the source's identities, for eSPGAN's classifier (the trainer fills this in; the published loop's
+        # model is built directly)
+        probe = spgan_cfg(method, args.batch, device, args.amp, checkpoint, workdir, toy=args.toy)
+        loader = meta_arch.build_train_loader(probe)  # eSPGAN's joint stage: with the fresh source batch
+        num_classes = int(loader.dataset.num_classes)
+        cfg = spgan_cfg(method, args.batch, device, args.amp, checkpoint, workdir,
+                        num_classes=num_classes if method == "espgan" else 0, toy=args.toy)
+        if loop == "ours":
+            try:
+                trainer = GANTrainer(cfg)
+                phases = list(trainer.model.phases())
+            except NotImplementedError as exc:
+                return {"loop": loop, "status": "not implemented", "error": str(exc).splitlines()[0]}
+            model = trainer.model
+            batches = _cached_batches(trainer.data_loader, count)
+            trainer._data_iter = itertools.cycle(batches)
+            trainer.storage = storage
+            optimizers = list(trainer.optimizers.values())
+            gen_phase = next((p for p in phases if p.name == "gen"), None)
+
+            def is_gen(i: int) -> bool:
+                return gen_phase is not None and gen_phase.is_active(i)
+
+            def step(i: int) -> None:
+                trainer.iter = i
+                trainer.run_step()
+        else:
+            from spgan_published_loop import PublishedESPGANLoop, PublishedSPGANLoop
+
+            model = build_model(cfg)
+            batches = _cached_batches(loader, count)
+            if method == "spgan":
+                published = PublishedSPGANLoop(model, amp=amp_dtype, gen_every=gen_every)
+            else:  # the IDE's fresh source batch: the loader's fresh_images / fresh_targets, as ours takes it
+                published = PublishedESPGANLoop(model, amp=amp_dtype, gen_every=gen_every)
+
+            def step(i: int) -> None:
+                published.step(batches[i % count], i)
+            optimizers = list(published.optimizers.values())
+
+            def is_gen(i: int) -> bool:
+                return i % gen_every == 0
+        del loader
+        if method == "espgan":
+            _calibrate_ide_batchnorm(model.ide, model.normalize, batches)
+        if loop == "ours":
+            model.train()
+        rss_built = rss_now_bytes()
+        reset_peak_memory(device)
+        # FLOPs of the first G iteration and the first other one (both warm-up iterations by default)
+        flop_iters = {} if args.skip_flops else {i: None for i in (0, 1)}
+
+        trim = _malloc_trim() if args.malloc_trim else None
+
+        cpu_s: Dict[int, float] = {}  # CPU seconds of each iteration: on a busy machine, what it computed
+
+        def measured(i: int) -> None:
+            start = cpu_seconds()
+            if i in flop_iters:
+                flop_iters[i] = count_flops(lambda: step(i))
+            else:
+                step(i)
+            if trim is not None:
+                trim(0)
+            cpu_s[i] = cpu_seconds() - start
+
+        timing = time_steps(measured, device, args.warmup, args.iters)
+        peak = peak_memory_stats(device)
+        floor = {"libraries": rss_start if device == "cpu" else 0,
+                 "parameters": sum(p.numel() * p.element_size() for p in model.parameters()),
+                 "optimizer_state": sum(t.numel() * t.element_size() for opt in optimizers
+                                        for st in opt.state.values() for t in st.values()
+                                        if torch.is_tensor(t))}
+    timed = list(range(args.warmup, args.warmup + args.iters))
+    kinds: Dict[str, List[float]] = {"gen": [], "other": []}
+    cpu_kinds: Dict[str, List[float]] = {"gen": [], "other": []}
+    for i, seconds in zip(timed, timing["seconds_all"]):
+        kinds["gen" if is_gen(i) else "other"].append(seconds)
+        cpu_kinds["gen" if is_gen(i) else "other"].append(cpu_s[i])
+    flops = {("gen" if is_gen(i) else "other"): f for i, f in flop_iters.items()}
+    return {"loop": loop, "status": "ok", "method": method, "floor_bytes": floor,
+            "seconds_all": timing["seconds_all"], "timed_iters": timed,
+            "gen_iters": [i for i in timed if is_gen(i)],
+            "seconds_gen": statistics.median(kinds["gen"]) if kinds["gen"] else None,
+            "seconds_other": statistics.median(kinds["other"]) if kinds["other"] else None,
+            "seconds_gen_all": kinds["gen"], "seconds_other_all": kinds["other"],
+            "cpu_seconds_gen_all": cpu_kinds["gen"], "cpu_seconds_other_all": cpu_kinds["other"],
+            "cpu_per_wall": timing["cpu_per_wall"], "load_average": timing["load_average"], "peak_memory": peak,
+            "peak_bytes": peak_bytes(peak), "rss_after_build_bytes": rss_built,
+            "flops_gen": flops.get("gen"), "flops_other": flops.get("other"), "checkpoint": checkpoint,
+            "threads": torch.get_num_threads(), "gen_every": gen_every, "batch": args.batch, "toy": args.toy,
+            "malloc_trim": bool(args.malloc_trim),
+            "image_size": list(cfg.INPUT.SIZE_TRAIN)}
+
+
+def _spgan_child_args(args: argparse.Namespace, loop: str) -> List[str]:
+    out = ["--method", args.method, "--loop", loop, "--batch", str(args.batch), "--device", args.device,
+           "--amp", args.amp, "--checkpoint", args.checkpoint or "none",
+           "--warmup", str(args.warmup), "--iters", str(args.iters)]
+    out += ["--threads", str(args.threads)] if args.threads else []
+    return (out + (["--skip-flops"] if args.skip_flops else []) + (["--toy"] if args.toy else [])
+            + (["--malloc-trim"] if args.malloc_trim else []))
+
+
+def _median_or_none(values: List[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _spgan_summary(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    first = runs[0]
+    if first["status"] != "ok":
+        return dict(first)
+    gen = [r["seconds_gen"] for r in runs]
+    other = [r["seconds_other"] for r in runs]
+    peaks = [r["peak_bytes"] for r in runs]
+    k = first["gen_every"]
+    per_gen, per_other = _median_or_none(gen), _median_or_none(other)
+    return {"status": "ok", "seconds_gen": per_gen, "seconds_other": per_other,
+            "seconds_gen_runs": gen, "seconds_other_runs": other,
+            # the schedule's average: one G iteration and gen_every - 1 others
+            "seconds_per_iter": ((per_gen + (k - 1) * per_other) / k
+                                 if per_gen is not None and per_other is not None else None),
+            "seconds_gen_all": [t for r in runs for t in r["seconds_gen_all"]],
+            "seconds_other_all": [t for r in runs for t in r["seconds_other_all"]],
+            "cpu_seconds_gen": _median_or_none([t for r in runs for t in r.get("cpu_seconds_gen_all", [])]),
+            "cpu_seconds_other": _median_or_none([t for r in runs for t in r.get("cpu_seconds_other_all", [])]),
+            "peak_bytes": statistics.median(peaks), "peak_bytes_runs": peaks, "peak_memory": first["peak_memory"],
+            "rss_after_build_bytes": first["rss_after_build_bytes"], "flops_gen": first["flops_gen"],
+            "flops_other": first["flops_other"], "cpu_per_wall": [r["cpu_per_wall"] for r in runs],
+            "load_average": [r["load_average"] for r in runs], "checkpoint": first["checkpoint"],
+            "threads": first["threads"], "gen_every": k, "floor_bytes": first["floor_bytes"],
+            "image_size": first["image_size"], "toy": first["toy"], "runs": runs}
+
+
+def _fmt_opt(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _spread(values: List[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
+def main_spgan(args: argparse.Namespace) -> None:
+    name = SPGAN_NAMES[args.method]
+    if args.amp != "off" and not args.device.startswith("cuda"):
+        raise SystemExit("train_step.py: --amp needs --device cuda (the engine's autocast is CUDA's)")
+    parse_spgan_checkpoint(args.checkpoint)  # fails early on a bad list
+    args.batch = args.batch or (8 if args.device.startswith("cuda") else 1)
+    gen_every = SPGAN_GEN_EVERY[args.method]
+    if args.warmup is None:
+        args.warmup = gen_every  # one whole cycle: a G iteration and the others
+    if args.iters is None:
+        args.iters = 2 * gen_every
+    if args.child_json:
+        if len(args.loop) != 1:
+            raise SystemExit("a child measures one loop")
+        write_json(args.child_json, spgan_child(args))
+        return
+    runs: Dict[str, List[Dict[str, Any]]] = {loop: [] for loop in args.loop}
+    with tempfile.TemporaryDirectory() as workdir:
+        os.environ.setdefault("FASTREID_DATASETS", os.path.join(workdir, "datasets"))
+        from fastreid_gan.data.synthetic import ensure_dataset
+
+        for domain in ("market", "duke"):  # once, before the children
+            ensure_dataset(os.environ["FASTREID_DATASETS"], domain, "tiny")
+        for _ in range(max(1, args.repeat)):
+            for loop in args.loop:
+                runs[loop].append(run_child(os.path.abspath(__file__), _spgan_child_args(args, loop)))
+    figs = {loop: _spgan_summary(r) for loop, r in runs.items()}
+    ok = {loop: fig for loop, fig in figs.items() if fig["status"] == "ok"}
+    threads = next(iter(ok.values()))["threads"] if ok else args.threads
+    parts = parse_spgan_checkpoint(args.checkpoint)
+    size = "x".join(str(v) for v in (next(iter(ok.values()))["image_size"] if ok else ["?"]))
+    print(f"{name} {os.path.relpath(SPGAN_CONFIGS[args.method], REPO)}{' (TOY networks)' if args.toy else ''}, "
+          f"{args.device}, batch {args.batch} (+{args.batch} target) at {size}, AMP {args.amp}, {threads} threads, ours recomputing in backward: "
+          f"{', '.join(parts) or 'nothing'}; G step every {gen_every} iterations; batches fetched before the "
+          f"timing; each loop in its own process{f', {args.repeat} runs each, in turn' if args.repeat > 1 else ''}; "
+          f"{args.iters} timed iterations after {args.warmup} warm-up per run")
+    for loop, fig in figs.items():
+        if fig["status"] != "ok":
+            print(f"  {loop:<9}  {fig['status']}: {fig.get('error', '')}")
+            continue
+        util = [u for u in fig["cpu_per_wall"] if u is not None]
+        fl_g, fl_o = fig["flops_gen"], fig["flops_other"]
+        print(f"  {loop:<9}  time per G iteration: {fig['seconds_gen']:.2f} s ({_spread(fig['seconds_gen_all'])}), "
+              f"per other iteration: {fig['seconds_other']:.2f} s ({_spread(fig['seconds_other_all'])}), "
+              f"schedule average {fig['seconds_per_iter']:.2f} s (CPU/wall {min(util, default=0):.2f}-"
+              f"{max(util, default=0):.2f}; CPU seconds per G iteration {_fmt_opt(fig['cpu_seconds_gen'])}, per "
+              f"other {_fmt_opt(fig['cpu_seconds_other'])})")
+        print(f"  {'':<9}  peak memory: {peak_memory(args.device, dict(fig['peak_memory'], **_peak_override(fig)))}  "
+              f"(after build {_gib(fig['rss_after_build_bytes'])} RSS)  FLOPs per iteration: G "
+              + (f"{fl_g / 1e12:.3f} TFLOP" if fl_g else "-") + ", other "
+              + (f"{fl_o / 1e12:.3f} TFLOP" if fl_o else "-"))
+    ratios: Dict[str, Any] = {}
+    if "ours" in ok and "published" in ok:
+        ours, pub = ok["ours"], ok["published"]
+
+        def ratio(a, b):
+            return a / b if a and b else None
+
+        ratios = {"cpu_time_gen": ratio(pub["cpu_seconds_gen"], ours["cpu_seconds_gen"]),
+                  "cpu_time_other": ratio(pub["cpu_seconds_other"], ours["cpu_seconds_other"]),
+                  "time_gen": ratio(pub["seconds_gen"], ours["seconds_gen"]),
+                  "time_other": ratio(pub["seconds_other"], ours["seconds_other"]),
+                  "time": ratio(pub["seconds_per_iter"], ours["seconds_per_iter"]),
+                  "memory": ours["peak_bytes"] / pub["peak_bytes"],
+                  "flops_gen": ratio(pub["flops_gen"], ours["flops_gen"]),
+                  "flops_other": ratio(pub["flops_other"], ours["flops_other"])}
+        fmt = lambda x, spec=".2f": "-" if x is None else format(x, spec)  # noqa: E731
+        print(f"  published / ours: time {fmt(ratios['time_gen'])}x (G iteration), {fmt(ratios['time_other'])}x "
+              f"(other), {fmt(ratios['time'])}x (schedule average) (target >= 1.5x); FLOPs "
+              f"{fmt(ratios['flops_gen'])}x (G), {fmt(ratios['flops_other'])}x (other); CPU seconds "
+              f"{fmt(ratios['cpu_time_gen'])}x (G), {fmt(ratios['cpu_time_other'])}x (other); ours / published peak "
+              f"memory: {ratios['memory']:.2f} (target <= 0.5)")
+        floor = ours["floor_bytes"]
+        floor_total = sum(floor.values())
+        above = {loop: fig["peak_bytes"] - floor_total for loop, fig in (("ours", ours), ("published", pub))}
+        ratios["memory_above_floor"] = above["ours"] / above["published"] if above["published"] > 0 else None
+        print(f"  memory floor of both: libraries {_gib(floor['libraries'])} + parameters "
+              f"{_gib(floor['parameters'])} + optimizer state {_gib(floor['optimizer_state'])} = "
+              f"{_gib(floor_total)} ({floor_total / pub['peak_bytes']:.2f} of published's peak); above it: ours "
+              f"{_gib(above['ours'])}, published {_gib(above['published'])}"
+              + (f" ({ratios['memory_above_floor']:.2f})" if ratios["memory_above_floor"] else ""))
+    if args.json:
+        write_json(args.json, {
+            "method": args.method, "config": os.path.relpath(SPGAN_CONFIGS[args.method], REPO),
+            "device": args.device, "batch": args.batch, "amp": args.amp, "checkpoint": parts, "threads": threads,
+            "toy": args.toy,
+            "warmup": args.warmup, "iters": args.iters, "repeat": args.repeat, "gen_every": gen_every,
+            "data": "cached batches", "loops": figs, "ratios": ratios,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "tf32": tf32_settings(),
+        })
+
+
 def _peak_override(fig: Dict[str, Any]) -> Dict[str, Any]:
     """The median peak over the runs, in the stats' own key (max_rss_bytes or max_allocated_bytes)."""
     key = "max_allocated_bytes" if fig["peak_memory"]["kind"] == "cuda" else "max_rss_bytes"
@@ -440,20 +819,26 @@ def _loop_list(text: str) -> List[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=("dgnet", "fdgan"), default="dgnet")
+    parser.add_argument("--method", choices=("dgnet", "fdgan", "spgan", "espgan"), default="dgnet")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up iterations (default 2; SPGAN / eSPGAN: one G cycle, 2 / 3)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed iterations (default 5; SPGAN / eSPGAN: two G cycles, 4 / 6)")
     parser.add_argument("--checkpoint", default=None, metavar="PARTS",
                         help="DG-Net: sub-networks that recompute their activations in backward "
                              "(MODEL.DGNET.<NODE>.CHECKPOINT): a comma list of "
                              f"{', '.join(CHECKPOINT_NODES)}, 'all' or 'none'; default: as market.yml. "
-                             "FD-GAN: on or off (MODEL.FDGAN.CHECKPOINT for ours; default off, as market.yml)")
+                             "FD-GAN: on or off (MODEL.FDGAN.CHECKPOINT for ours; default off, as market.yml). "
+                             "SPGAN / eSPGAN: ours' MODEL.SPGAN.<NODE>.CHECKPOINT, a comma list of "
+                             f"{', '.join(SPGAN_CHECKPOINT_NODES)}, 'all', 'on' (generator) or 'none' (default)")
     parser.add_argument("--skip-flops", action="store_true", help="do not run the extra FLOP-counted iteration")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     dg = parser.add_argument_group("DG-Net")
-    dg.add_argument("--batch", type=int, default=None, help="x_a (and x_b) batch: 2 on CPU, 8 on GPU by default")
+    dg.add_argument("--batch", type=int, default=None,
+                    help="DG-Net: x_a (and x_b) batch, 2 on CPU, 8 on GPU by default; SPGAN / eSPGAN: source (and "
+                         "target) images per batch, 1 on CPU, 8 on GPU by default")
     fd = parser.add_argument_group("FD-GAN")
     fd.add_argument("--stage", type=_int_list, default=[2, 3], help="2, 3 or 2,3 (default)")
     fd.add_argument("--pairs", type=int, default=None, help="pairs per batch: 2 on CPU, 32 on GPU by default")
@@ -468,7 +853,19 @@ def main() -> None:
                     help="measure each loop this many times, the loops in turn (ours, published, ours, ...), and "
                          "report the median of the per-run medians with the spread")
     fd.add_argument("--child-json", help=argparse.SUPPRESS)
+    sp = parser.add_argument_group("SPGAN / eSPGAN (also --batch, --loop, --threads, --repeat, --checkpoint)")
+    sp.add_argument("--toy", action="store_true",
+                    help="toy networks (8-wide 2-block generators, ResNet-18 feature learner, 128x64) for tests and "
+                         "smoke runs: the code paths of the full-size comparison, meaningless figures")
+    sp.add_argument("--malloc-trim", action="store_true",
+                    help="both loops: glibc malloc_trim(0) after every iteration (CPU: the heap's free pages back to "
+                         "the OS, so that peak RSS follows the live tensors rather than the heap's history)")
     args = parser.parse_args()
+    if args.method in ("spgan", "espgan"):
+        main_spgan(args)
+        return
+    args.warmup = 2 if args.warmup is None else args.warmup
+    args.iters = 5 if args.iters is None else args.iters
     if args.method == "fdgan":
         if args.checkpoint is None:
             args.checkpoint = "off"

@@ -87,7 +87,8 @@ def load_torch_file(path: str, source: str = "MODEL.WEIGHTS", weights_only: bool
             logger.info("%s holds non-tensor objects (numpy scalars of a stock fastreid checkpoint): "
                         "reading it with weights_only=False", path)
             return torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, RuntimeError) as exc:
+    # a text file fails inside the legacy (non-zip) reader with a bare KeyError of its magic number
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, RuntimeError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _not_a_checkpoint(path, source, f"torch cannot read it ({type(exc).__name__}: {first_line}; "
                                               f"a truncated file, or not a torch file)") from None

@@ -190,7 +190,7 @@ def test_cli_writes_the_matrix_and_each_rows_command_gives_its_numbers(datasets_
 
 def test_models_of_every_method_and_random_weights(datasets_root, tmp_path):
     """DG-Net (E_a), FD-GAN (E, with V's re-ranking on the LMP-off row), eSPGAN's feature learner and an untrained
-    baseline in one matrix; a model without LMP support (eSPGAN's, so far) gets named n/a LMP cells."""
+    baseline in one matrix, each with and without LMP."""
     specs = [_write_model(tmp_path, "dgnet", DGNET, 3, train=MARKET),
              _write_model(tmp_path, "fdgan", FDGAN, 4, train=MARKET)]
     espgan = tmp_path / "espgan.yml"
@@ -202,17 +202,14 @@ def test_models_of_every_method_and_random_weights(datasets_root, tmp_path):
     result = run_cross_domain(specs, [DUKE], lmp=True, lmp_parts=[2], opts=OPTS, progress=lines.append)
     assert [(r.model, r.lmp.enabled) for r in result.rows] == [(s.name, on) for s in specs for on in (False, True)]
     assert [m.cfg.MODEL.META_ARCHITECTURE for m in result.models] == ["DGNet", "FDGAN", "ESPGAN", "Baseline"]
-    for model, row in zip([m for m in result.models for _ in range(2)], result.rows):
-        if row.lmp.enabled and not model.supports_lmp:
-            assert row.cells == {} and "does not support TEST.LMP" in row.skipped
-            continue
+    for row in result.rows:
         assert row.skipped is None and set(row.cells) == {DUKE}
         assert 0.0 <= row.cells[DUKE].metrics["mAP"] <= 100.0
-    assert [m.supports_lmp for i, m in enumerate(result.models) if i != 2] == [True, True, True]
+    assert all(m.supports_lmp for m in result.models)
     fdgan_off = result.cell("fdgan", DUKE).metrics
     assert "verified/mAP" in fdgan_off  # the FD-GAN config's published protocol (TEST.PAIR_RERANK)
     assert "verified/mAP" not in result.cell("fdgan", DUKE, LMPSetting(2, "max")).metrics
-    for name in ("dgnet", "fdgan", "floor"):
+    for name in ("dgnet", "fdgan", "espgan", "floor"):
         assert result.cell(name, DUKE).metrics["mAP"] != result.cell(name, DUKE, LMPSetting(2, "max")).metrics["mAP"]
     assert "--untrained" in result.rows[6].command and "MODEL.WEIGHTS" not in result.rows[6].command
     # random weights are drawn as tools/train_net.py --untrained draws them: the same floor twice

@@ -16,7 +16,7 @@ from .discriminator import ConvSpec, MultiScaleDiscriminator, PatchDiscriminator
 from .image_pool import ImagePool
 from .init import INIT_TYPES, init_weights
 from .local_pooling import POOL_TYPES, LocalPooling, check_local_pooling_config, local_pool, set_local_pooling
-from .norms import LayerNorm2d
+from .norms import LayerNorm2d, freeze_batchnorm
 
 __all__ = [
     "ACTIVATIONS",
@@ -30,6 +30,7 @@ __all__ = [
     "ConvSpec",
     "ImagePool",
     "LayerNorm2d",
+    "freeze_batchnorm",
     "LocalPooling",
     "MultiScaleDiscriminator",
     "PatchDiscriminator",

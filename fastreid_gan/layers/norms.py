@@ -1,10 +1,10 @@
-"""Normalisation layers of the MUNIT / DG-Net family."""
+"""Normalisation layers of the MUNIT / DG-Net family, and freezing BatchNorm statistics (FD-GAN, eSPGAN)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerNorm2d"]
+__all__ = ["LayerNorm2d", "freeze_batchnorm"]
 
 
 class LayerNorm2d(nn.Module):
@@ -46,3 +46,11 @@ class LayerNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """BatchNorm layers of ``module`` to eval mode: running statistics used and kept (their affine still trains).
+    Call it after ``module.train()``, which would switch them back."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

@@ -33,9 +33,9 @@ GEN_LOSSES = {
 
 
 @pytest.fixture
-def fullsize_cfg(tmp_path, monkeypatch):
+def fullsize_cfg(tmp_path, monkeypatch, cpu_share):
     monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path / "datasets"))
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(cpu_share)  # conftest.py: 2 cores, or this xdist worker's share
     # random-init full-size teacher: the baseline config DG-Net's market.yml points at
     tcfg = get_cfg()
     merge_config(tcfg, os.path.join(REPO, "configs/Market1501/baseline_R50.yml"))

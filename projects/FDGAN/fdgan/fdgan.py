@@ -36,7 +36,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext, TrainingStage, loss_weights_from_config
-from fastreid_gan.layers import LocalPooling, PatchDiscriminator, checkpointed
+from fastreid_gan.layers import LocalPooling, PatchDiscriminator, checkpointed, freeze_batchnorm
 from fastreid_gan.layers.resnet import imagenet_weights_path
 from fastreid_gan.losses import bce_d_loss, bce_g_loss
 
@@ -50,13 +50,6 @@ __all__ = ["FDGAN", "STAGES"]
 logger = logging.getLogger(__name__)
 
 STAGES = (1, 2, 3)
-
-
-def _freeze_batchnorm(module: nn.Module) -> None:
-    """BatchNorm layers of ``module`` to eval mode: running statistics used and kept (their affine still trains)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 @META_ARCH_REGISTRY.register()
@@ -181,11 +174,11 @@ class FDGAN(GANMetaArch):
         in stage 2, E's and V's BatchNorm in stage 3 (published ``set_bn_fix``)."""
         super().train(mode)
         if mode and self.stage in (2, 3):
-            _freeze_batchnorm(self.dis_id)
+            freeze_batchnorm(self.dis_id)
             if self.stage == 2:
                 self.reid.eval()
             else:
-                _freeze_batchnorm(self.reid)
+                freeze_batchnorm(self.reid)
         return self
 
     # ------------------------------------------------------------------ training

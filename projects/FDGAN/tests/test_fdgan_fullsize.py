@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -64,8 +63,8 @@ def _calibrate_batchnorm(weights: Path, cfg_opts) -> None:
     torch.save(state, weights)
 
 
-def test_one_iteration_of_each_full_size_stage(datasets_root, tmp_path):
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+def test_one_iteration_of_each_full_size_stage(datasets_root, tmp_path, cpu_share):
+    torch.set_num_threads(cpu_share)  # conftest.py: 2 cores, or this xdist worker's share
     out = tmp_path / "fdgan"
     data = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "DATASETS.NAMES", "('SyntheticMarketTiny',)",
             "DATASETS.TESTS", "()", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2"]

@@ -50,6 +50,16 @@ def add_spgan_config(cfg: CN) -> None:
     s.FEATURE_LEARNER.DROPOUT = 0.5
     s.FEATURE_LEARNER.NEGATIVE_SLOPE = 0.1
     s.FEATURE_LEARNER.CHECKPOINT = False
+    # eSPGAN's training (espgan.py, TPAMI Sec. 3.3, Eq. 9-11)
+    s.ESPGAN = CN()
+    # "pretrain": the feature learner alone, on the labelled source, in the translator's normalisation (Sec.
+    # 3.3.2 (i)); "joint": translators, feature learner and discriminators (Eq. 11); "recipe": STAGE_CONFIGS
+    # (pretrain, then joint from its weights) in order, one tools/train_net.py command (docs/spgan.md)
+    s.ESPGAN.STAGE = "joint"
+    s.ESPGAN.STAGE_CONFIGS = ()
+    s.ESPGAN.TRAIN_FEATURE_LEARNER = True  # False: "naive eSPGAN" (Sec. 4.4, Table 2), the feature learner frozen
+    s.ESPGAN.CE_ON_RECONSTRUCTION = True  # published espgan.py: G's CE also on F(G(x_s)); Eq. 9: G(x_s) only
+    s.ESPGAN.FRESH_SOURCE_BATCH = True  # published: C's step on a new real source batch; False: the iteration's own
     s.POOL_SIZE = 50  # per discriminator: history of translated images it judges (CycleGAN's image pool, per image)
     # two-domain training data (spgan/data.py): DATASETS.NAMES is the labelled source; the target's training split
     # (a registered dataset name) is the unlabelled other domain
@@ -64,6 +74,8 @@ def add_spgan_config(cfg: CN) -> None:
     # LSGAN terms (Eq. 1-2); CYCLE: alpha, Eq. 3-4; IDENTITY: beta, Eq. 5; CONTRASTIVE: gamma, G's contrastive term
     # (Eq. 6-7 on G's pairs; a constant value is switched on at CONTRASTIVE_START_EPOCH); SIANET: SiaNet's own
     # contrastive loss (its pairs); DIS_S, DIS_T: the discriminators' LSGAN losses. eSPGAN: IDE, lambda of Eq. 10
+    # (the feature learner's cross-entropy on the translations, G's side, Eq. 9); FEATURE_LEARNER: the feature
+    # learner's own cross-entropy (real source + detached translations; pretraining: real source)
     s.LOSS_WEIGHTS = CN()
     w = s.LOSS_WEIGHTS
     w.GAN = [1.0]
@@ -74,6 +86,7 @@ def add_spgan_config(cfg: CN) -> None:
     w.DIS_S = [1.0]
     w.DIS_T = [1.0]
     w.IDE = [5.0]
+    w.FEATURE_LEARNER = [1.0]
 
 def spgan_optimizers() -> Dict[str, CN]:
     """The official SPGAN optimizers (py-spgan, OpenUnReID): Adam 2e-4, betas (0.5, 0.999), no decay, for G, F,

@@ -9,7 +9,8 @@ Each domain is an independent seeded stream: one permutation of the domain per p
 source and target images at random (unaligned, as the two shuffled loaders of the official code). Global batch b
 covers positions ``[b * B * W, (b + 1) * B * W)`` of both streams, rank r takes its slice, and every position has its
 own augmentation seed: the stream is a pure function of ``(SEED, batch, rank)``, so a resumed run continues it
-exactly (the sampler's ``start_batch``). An "epoch" is ``MODEL.SPGAN.SCHEDULE.EPOCH_ITERS`` iterations, by default
+exactly (the sampler's ``start_batch``). eSPGAN's feature learner also takes a *fresh* labelled source batch per
+iteration (``fresh_source``: a third independent stream over the source, published ``espgan.py``). An "epoch" is ``MODEL.SPGAN.SCHEDULE.EPOCH_ITERS`` iterations, by default
 ``min(|source|, |target|) // SOLVER.IMS_PER_BATCH`` (the published ``min(len(a_loader), len(b_loader))``).
 """
 from __future__ import annotations
@@ -85,7 +86,8 @@ def default_epoch_iters(source_size: int, target_size: int, ims_per_batch: int) 
 
 
 class TwoDomainBatchSampler(SeededInfiniteBatchSampler):
-    """Infinite batches of ``(source index, target index, sample seed)`` keys (see the module docstring).
+    """Infinite batches of ``(source index, target index, sample seed)`` keys, with ``fresh_source`` a fourth
+    entry, the index of the fresh source image (see the module docstring).
 
     Iteration from ``start_batch`` and ``state_dict()`` / ``load_state_dict()`` are the engine's sampler's
     (inherited); ``samples_per_pass`` is one SPGAN epoch in images (``epoch_iters`` x global batch), so the
@@ -93,13 +95,14 @@ class TwoDomainBatchSampler(SeededInfiniteBatchSampler):
     """
 
     def __init__(self, source_size: int, target_size: int, batch_size: int, seed: int, epoch_iters: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, fresh_source: bool = False) -> None:
         if source_size <= 0 or target_size <= 0:
             raise ValueError(f"SPGAN needs images in both domains: {source_size} source, {target_size} target")
         self.size, self.target_size = int(source_size), int(target_size)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.epoch_iters = int(epoch_iters)
         self.rank, self.world_size = rank, world_size
+        self.fresh_source = bool(fresh_source)
         self.start_batch = 0
         self._cache: Dict[Tuple[int, int], np.ndarray] = {}
 
@@ -111,21 +114,26 @@ class TwoDomainBatchSampler(SeededInfiniteBatchSampler):
     def _permutation(self, domain: int, data_pass: int) -> np.ndarray:
         key = (domain, data_pass)
         if key not in self._cache:
-            if len(self._cache) > 4:
+            if len(self._cache) > 6:
                 self._cache.clear()
-            size = self.size if domain == 0 else self.target_size
+            size = self.target_size if domain == 1 else self.size  # 0: source, 1: target, 2: fresh source
             self._cache[key] = np.random.default_rng([self.seed, domain, data_pass]).permutation(size)
         return self._cache[key]
 
-    def keys(self, batch: int) -> List[Tuple[int, int, int]]:
+    def _index(self, domain: int, position: int) -> int:
+        size = self.target_size if domain == 1 else self.size
+        return int(self._permutation(domain, position // size)[position % size])
+
+    def keys(self, batch: int) -> List[Tuple[int, ...]]:
         """The keys of batch ``batch`` on this rank."""
         first = (batch * self.world_size + self.rank) * self.batch_size
         keys = []
         for position in range(first, first + self.batch_size):
-            source = int(self._permutation(0, position // self.size)[position % self.size])
-            target = int(self._permutation(1, position // self.target_size)[position % self.target_size])
             seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
-            keys.append((source, target, seed))
+            key: Tuple[int, ...] = (self._index(0, position), self._index(1, position), seed)
+            if self.fresh_source:
+                key += (self._index(2, position),)
+            keys.append(key)
         return keys
 
     def _clear_cache(self) -> None:
@@ -135,7 +143,8 @@ class TwoDomainBatchSampler(SeededInfiniteBatchSampler):
 class TwoDomainDataset(Dataset):
     """``dataset[(source index, target index, seed)]``: ``images``, ``targets``, ``camids``, ``img_paths`` of the
     source image (fastreid's ``CommDataset`` sample) and ``target_images``, ``target_img_paths`` of the target
-    image (no target label), each augmented under its own seed derived from ``seed``."""
+    image (no target label), each augmented under its own seed derived from ``seed``; a fourth key entry (the
+    fresh source index) adds ``fresh_images``, ``fresh_targets``, ``fresh_img_paths``."""
 
     def __init__(self, source: CommDataset, target: CommDataset) -> None:
         self.source, self.target = source, target
@@ -156,19 +165,24 @@ class TwoDomainDataset(Dataset):
         return self.source.img_items
 
     def __getitem__(self, key: Tuple[int, int, int]) -> Dict[str, Any]:
-        source_index, target_index, seed = key
+        source_index, target_index, seed = key[:3]
         with seeded_rng(seed):
             sample = self.source[source_index]
         with seeded_rng(seed + 1):
             target = self.target[target_index]
         sample["target_images"] = target["images"]
         sample["target_img_paths"] = target["img_paths"]
+        if len(key) > 3:
+            with seeded_rng(seed + 2):
+                fresh = self.source[key[3]]
+            sample.update(fresh_images=fresh["images"], fresh_targets=fresh["targets"],
+                          fresh_img_paths=fresh["img_paths"])
         return sample
 
 
-def build_two_domain_loader(cfg: Any) -> DataLoader:
+def build_two_domain_loader(cfg: Any, fresh_source: bool = False) -> DataLoader:
     """SPGAN's training loader (see the module docstring); ``SOLVER.IMS_PER_BATCH`` source + as many target images
-    per global batch."""
+    per global batch (and as many fresh source images with ``fresh_source``: eSPGAN)."""
     target_items = target_train_items(cfg)
     source = build_train_set(cfg)
     if len(source) == 0:
@@ -188,7 +202,7 @@ def build_two_domain_loader(cfg: Any) -> DataLoader:
     epoch_iters = int(cfg.MODEL.SPGAN.SCHEDULE.EPOCH_ITERS) or default_epoch_iters(
         len(source), len(target), cfg.SOLVER.IMS_PER_BATCH)
     sampler = TwoDomainBatchSampler(len(source), len(target), cfg.SOLVER.IMS_PER_BATCH // world_size,
-                                    _train_seed(cfg), epoch_iters, comm.get_rank(), world_size)
+                                    _train_seed(cfg), epoch_iters, comm.get_rank(), world_size, fresh_source)
     num_workers = int(cfg.DATALOADER.NUM_WORKERS)
     return DataLoader(TwoDomainDataset(source, target), batch_sampler=sampler, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available(),

@@ -54,10 +54,13 @@ class IDEFeatureLearner(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
         nn.init.zeros_(self.classifier.bias)
 
+    def feature_map(self, x: Tensor) -> Tensor:
+        """layer4's map (B, 2048, H/32, W/32) of normalised images (what local max pooling splits)."""
+        return run_segments(resnet_segments(self.backbone), x, checkpoint=self.checkpoint)
+
     def pool(self, x: Tensor) -> Tensor:
         """The 2048-d pool5 feature (B, C) of normalised images: the re-id feature at test time."""
-        fmap = run_segments(resnet_segments(self.backbone), x, checkpoint=self.checkpoint)
-        return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        return F.adaptive_avg_pool2d(self.feature_map(x), 1).flatten(1)
 
     def features(self, x: Tensor) -> Dict[str, Tensor]:
         """``pool`` (B, 2048), ``bottleneck`` (B, 512, after LeakyReLU and dropout) and ``logits`` (B, classes)."""

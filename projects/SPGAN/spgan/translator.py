@@ -11,7 +11,7 @@ The networks work in the mean 0.5 / std 0.5 space of the official codes; the pub
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -122,21 +122,34 @@ class CycleTranslator(GANMetaArch):
         real_t = self.normalize(batch["target_images"].float())
         return {"real_s": real_s, "real_t": real_t, "fake_t": self.gen_st(real_s), "fake_s": self.gen_ts(real_t)}
 
-    def cycle_gan_losses(self, state: Mapping[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
-        """The generators' CycleGAN terms, unweighted: ``loss_gan`` (Eq. 1-2, LSGAN: mean (D_T(G(x_s)) - 1)^2 +
-        mean (D_S(F(x_t)) - 1)^2), ``loss_cycle`` (Eq. 3: L1 of F(G(x_s)) to x_s plus of G(F(x_t)) to x_t) and
-        ``loss_identity`` (Eq. 5: L1 of F(x_s) to x_s plus of G(x_t) to x_t; skipped when its weight is 0)."""
+    def cycle_passes(self, state: Mapping[str, Tensor], with_identity: bool) -> Dict[str, Tensor]:
+        """The generators' second passes: ``rec_s`` = F(G(x_s)), ``rec_t`` = G(F(x_t)) and, ``with_identity``,
+        ``idt_s`` = F(x_s), ``idt_t`` = G(x_t)."""
         real_s, real_t, fake_t, fake_s = state["real_s"], state["real_t"], state["fake_t"], state["fake_s"]
         n = real_s.shape[0]
-        identity = ctx.weight("loss_identity") != 0
         # one pass per generator: instance norm treats every image alone, so batching the cycle and identity
         # inputs changes nothing
-        out_ts = self.gen_ts(torch.cat([fake_t, real_s]) if identity else fake_t)
-        out_st = self.gen_st(torch.cat([fake_s, real_t]) if identity else fake_s)
+        out_ts = self.gen_ts(torch.cat([fake_t, real_s]) if with_identity else fake_t)
+        out_st = self.gen_st(torch.cat([fake_s, real_t]) if with_identity else fake_s)
+        passes = {"rec_s": out_ts[:n], "rec_t": out_st[:n]}
+        if with_identity:
+            passes.update(idt_s=out_ts[n:], idt_t=out_st[n:])
+        return passes
+
+    def cycle_gan_losses(self, state: Mapping[str, Tensor], ctx: StepContext,
+                         passes: Optional[Mapping[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """The generators' CycleGAN terms, unweighted: ``loss_gan`` (Eq. 1-2, LSGAN: mean (D_T(G(x_s)) - 1)^2 +
+        mean (D_S(F(x_t)) - 1)^2), ``loss_cycle`` (Eq. 3: L1 of F(G(x_s)) to x_s plus of G(F(x_t)) to x_t) and
+        ``loss_identity`` (Eq. 5: L1 of F(x_s) to x_s plus of G(x_t) to x_t; skipped when its weight is 0).
+        ``passes``: :meth:`cycle_passes` already run (made here when not given)."""
+        real_s, real_t, fake_t, fake_s = state["real_s"], state["real_t"], state["fake_t"], state["fake_s"]
+        identity = ctx.weight("loss_identity") != 0
+        if passes is None:
+            passes = self.cycle_passes(state, identity)
         losses = {"loss_gan": lsgan_g_loss(self.dis_t(fake_t)) + lsgan_g_loss(self.dis_s(fake_s)),
-                  "loss_cycle": F.l1_loss(out_ts[:n], real_s) + F.l1_loss(out_st[:n], real_t)}
+                  "loss_cycle": F.l1_loss(passes["rec_s"], real_s) + F.l1_loss(passes["rec_t"], real_t)}
         if identity:
-            losses["loss_identity"] = F.l1_loss(out_ts[n:], real_s) + F.l1_loss(out_st[n:], real_t)
+            losses["loss_identity"] = F.l1_loss(passes["idt_s"], real_s) + F.l1_loss(passes["idt_t"], real_t)
         return losses
 
     def discriminator_losses(self, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
@@ -164,19 +177,3 @@ class CycleTranslator(GANMetaArch):
                 rows.update(target=target / 255.0, target_to_source=self.to_pixels(fake_s) / 255.0,
                             target_cycle=self.to_pixels(self.gen_st(fake_s)) / 255.0)
         return rows
-
-    def _training_missing(self) -> NotImplementedError:
-        return NotImplementedError(
-            f"{self.method} training (its phases and losses, TPAMI Sec. 3.2-3.3) is not implemented yet: this "
-            f"version builds the published networks, converts the official checkpoints (tools/convert_official.py) "
-            f"and translates, discriminates and evaluates with them (docs/spgan.md)")
-
-    def phases(self) -> Sequence[Phase]:
-        raise self._training_missing()
-
-    def forward_train(self, batch: Dict[str, Any], ctx: StepContext) -> Dict[str, Any]:
-        raise self._training_missing()
-
-    def phase_losses(self, phase: str, batch: Dict[str, Any], state: Dict[str, Any],
-                     ctx: StepContext) -> Mapping[str, Tensor]:
-        raise self._training_missing()

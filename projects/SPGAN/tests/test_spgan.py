@@ -105,14 +105,14 @@ def test_spgan_public_methods_take_and_give_pixels():
     assert "loss_ide" not in weights  # eSPGAN's
 
 
-def test_spgan_trains_and_espgan_training_is_refused_by_name():
+def test_phases_of_spgan_and_espgan():
     model = build_model(_cfg("market2duke.yml", "MODEL.SPGAN.SCHEDULE.EPOCH_ITERS", "10"))
     assert [p.name for p in model.phases()] == ["gen", "sianet", "dis"]  # test_spgan_train.py trains it
-    espgan = build_model(_cfg("espgan_market2duke.yml", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.HEADS.NUM_CLASSES", "3"))
-    for call in (espgan.phases, lambda: espgan.forward_train({}, None),
-                 lambda: espgan.phase_losses("gen", {}, {}, None)):
-        with pytest.raises(NotImplementedError, match="eSPGAN training .* is not implemented yet"):
-            call()
+    espgan = build_model(_cfg("espgan_market2duke.yml", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.HEADS.NUM_CLASSES", "3",
+                              "MODEL.SPGAN.ESPGAN.STAGE", "joint"))
+    assert [(p.name, p.every) for p in espgan.phases()] == [("gen", 3), ("ide", 1), ("dis", 1)]  # test_espgan_train
+    weights = espgan.loss_weights()
+    assert weights["loss_ide"].start_value == 5.0 and "loss_contrastive" not in weights  # lambda, no SiaNet
 
 
 def test_sizes_must_agree():
@@ -146,5 +146,3 @@ def test_espgan_builds_its_feature_learner():
         assert torch.equal(model(x), out["pool"])
     assert model.identity_classifier_prefixes() == ("ide.classifier.",)
     assert model.default_optimizers()["ide"].NESTEROV
-    with pytest.raises(NotImplementedError, match="eSPGAN training"):
-        model.phases()

@@ -227,7 +227,7 @@ def test_two_gloo_processes_keep_replicas_identical(datasets_root, tmp_path, mon
 
 # ------------------------------------------------------------------------------------------------ full size
 @pytest.mark.timeout(300)
-def test_one_full_size_iteration(datasets_root, tmp_path):
+def test_one_full_size_iteration(datasets_root, tmp_path, cpu_share):
     """market2duke.yml as published (9-block generators, 64-wide PatchGANs, SiaNet, 256x128), random init,
     batch 1, one iteration with every phase (the start epochs set to 0), through tools/train_net.py's code."""
     out = tmp_path / "full"
@@ -236,7 +236,7 @@ def test_one_full_size_iteration(datasets_root, tmp_path):
             "SOLVER.GAN.CHECKPOINT_PERIOD", "0", "SOLVER.GAN.VIS_PERIOD", "0", "SOLVER.GAN.LOG_PERIOD", "1",
             "MODEL.SPGAN.SCHEDULE.METRIC_START_EPOCH", "0", "MODEL.SPGAN.SCHEDULE.CONTRASTIVE_START_EPOCH", "0",
             "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(out)]
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(cpu_share)  # conftest.py: 2 cores, or this xdist worker's share
     try:
         main(argparse.Namespace(config_file=str(CONFIGS / "market2duke.yml"), opts=opts, eval_only=False,
                                 resume=False, num_gpus=1))
