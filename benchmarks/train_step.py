@@ -347,6 +347,21 @@ def _gib(n: Optional[float]) -> str:
     return "-" if n is None else f"{n / 2**30:.2f} GiB"
 
 
+def _print_memory_floor(ours: Dict[str, Any], pub: Dict[str, Any]) -> Optional[float]:
+    """Print the memory floor both loops share (libraries' RSS, fp32 parameters, optimizer moments) and each
+    loop's peak above it; returns ours / published above the floor (None when published's is not above it)."""
+    floor = ours["floor_bytes"]
+    floor_total = sum(floor.values())
+    above = {loop: fig["peak_bytes"] - floor_total for loop, fig in (("ours", ours), ("published", pub))}
+    ratio = above["ours"] / above["published"] if above["published"] > 0 else None
+    print(f"  memory floor of both: libraries {_gib(floor['libraries'])} + parameters "
+          f"{_gib(floor['parameters'])} + optimizer state {_gib(floor['optimizer_state'])} = "
+          f"{_gib(floor_total)} ({floor_total / pub['peak_bytes']:.2f} of published's peak); above it: ours "
+          f"{_gib(above['ours'])}, published {_gib(above['published'])}"
+          + (f" ({ratio:.2f})" if ratio else ""))
+    return ratio
+
+
 def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """One loop's figures over its runs (each run: a fresh process): medians, spreads, and the runs."""
     seconds = [r["seconds_per_iter"] for r in runs]
@@ -415,15 +430,7 @@ def main_fdgan(args: argparse.Namespace) -> None:
                   + (f"{ratios['flops']:.2f}x the FLOPs; " if ratios["flops"] else "")
                   + f"ours / published peak memory: {ratios['memory']:.2f} (target <= 0.5)")
             # what neither loop can go below: weights and optimizer moments in fp32, and the libraries' RSS
-            floor = ours["floor_bytes"]
-            floor_total = sum(floor.values())
-            above = {loop: fig["peak_bytes"] - floor_total for loop, fig in (("ours", ours), ("published", pub))}
-            ratios["memory_above_floor"] = above["ours"] / above["published"] if above["published"] > 0 else None
-            print(f"  memory floor of both: libraries {_gib(floor['libraries'])} + parameters "
-                  f"{_gib(floor['parameters'])} + optimizer state {_gib(floor['optimizer_state'])} = "
-                  f"{_gib(floor_total)} ({floor_total / pub['peak_bytes']:.2f} of published's peak); above it: ours "
-                  f"{_gib(above['ours'])}, published {_gib(above['published'])}"
-                  + (f" ({ratios['memory_above_floor']:.2f})" if ratios["memory_above_floor"] else ""))
+            ratios["memory_above_floor"] = _print_memory_floor(ours, pub)
     if args.json:
         write_json(args.json, {
             "method": "fdgan", "config": os.path.relpath(FDGAN_CONFIG, REPO), "device": args.device,
@@ -775,15 +782,7 @@ def main_spgan(args: argparse.Namespace) -> None:
               f"{fmt(ratios['flops_gen'])}x (G), {fmt(ratios['flops_other'])}x (other); CPU seconds "
               f"{fmt(ratios['cpu_time_gen'])}x (G), {fmt(ratios['cpu_time_other'])}x (other); ours / published peak "
               f"memory: {ratios['memory']:.2f} (target <= 0.5)")
-        floor = ours["floor_bytes"]
-        floor_total = sum(floor.values())
-        above = {loop: fig["peak_bytes"] - floor_total for loop, fig in (("ours", ours), ("published", pub))}
-        ratios["memory_above_floor"] = above["ours"] / above["published"] if above["published"] > 0 else None
-        print(f"  memory floor of both: libraries {_gib(floor['libraries'])} + parameters "
-              f"{_gib(floor['parameters'])} + optimizer state {_gib(floor['optimizer_state'])} = "
-              f"{_gib(floor_total)} ({floor_total / pub['peak_bytes']:.2f} of published's peak); above it: ours "
-              f"{_gib(above['ours'])}, published {_gib(above['published'])}"
-              + (f" ({ratios['memory_above_floor']:.2f})" if ratios["memory_above_floor"] else ""))
+        ratios["memory_above_floor"] = _print_memory_floor(ours, pub)
     if args.json:
         write_json(args.json, {
             "method": args.method, "config": os.path.relpath(SPGAN_CONFIGS[args.method], REPO),

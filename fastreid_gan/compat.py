@@ -294,6 +294,41 @@ def _fix_checkpoint_loading() -> None:
     Checkpointer._load_file = _load_file
 
 
+def _fix_frozen_batchnorm_loading() -> None:
+    """``FrozenBatchNorm`` takes a checkpoint whose metadata says version < 3 for one of its own old versions and
+    subtracts ``eps`` from ``running_var``; a ``BatchNorm2d``'s state (version 2, with ``num_batches_tracked``,
+    which ``FrozenBatchNorm`` never saves) is no such thing: its statistics are loaded as they are."""
+    from fastreid.layers.batch_norm import FrozenBatchNorm
+
+    original = FrozenBatchNorm._load_from_state_dict
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        if state_dict.pop(prefix + "num_batches_tracked", None) is not None:
+            local_metadata = {**local_metadata, "version": FrozenBatchNorm._version}
+        original(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    FrozenBatchNorm._load_from_state_dict = _load_from_state_dict
+
+
+def _fix_periodic_checkpointer() -> None:
+    """fastreid's ``PeriodicCheckpointer.before_train`` reads ``DATASETS.TESTS[0]``: a run without test sets
+    (``DATASETS.TESTS ()``, training only) stopped with a bare ``IndexError``; it now checkpoints as with one test
+    set (no "best" metric to compare)."""
+    from fastreid.engine.hooks import PeriodicCheckpointer
+
+    original = PeriodicCheckpointer.before_train
+
+    def before_train(self) -> None:
+        if len(self.trainer.cfg.DATASETS.TESTS) == 0:
+            self.max_epoch = self.trainer.max_epoch
+            self.metric_name = "metric"
+            return
+        original(self)
+
+    PeriodicCheckpointer.before_train = before_train
+
+
 def _root_of(dataset: Any) -> str:
     # Market1501/DukeMTMC keep the root in .root; MSMT17 only in .dataset_dir.
     return str(getattr(dataset, "root", None) or getattr(dataset, "dataset_dir", None) or ".")
@@ -467,6 +502,8 @@ def apply() -> None:
     _fix_eval_hook()
     _fix_cython_compile()
     _fix_checkpoint_loading()
+    _fix_frozen_batchnorm_loading()
+    _fix_periodic_checkpointer()
     _fix_read_image()
     _fix_to_tensor()
     _fix_dataset_errors()

@@ -259,3 +259,37 @@ def test_metric_printer_writes_twice_on_one_iteration():
         storage.put_scalar("total_loss", 1.0)
         CommonMetricPrinter.write.__wrapped__(unfixed)
         CommonMetricPrinter.write.__wrapped__(unfixed)
+
+
+def test_frozen_batchnorm_loads_a_batchnorm_checkpoint_as_it_is():
+    """fastreid's FrozenBatchNorm took a BatchNorm2d's state (metadata version 2) for an old FrozenBN of its own and
+    subtracted eps from running_var; a variance under eps became negative (NaN features)."""
+    from fastreid.layers.batch_norm import FrozenBatchNorm
+
+    bn = torch.nn.BatchNorm2d(3)
+    bn.running_var.copy_(torch.tensor([2.0, 1e-6, 0.5]))
+    bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    frozen = torch.nn.Sequential(FrozenBatchNorm(3))
+    frozen.load_state_dict(torch.nn.Sequential(bn).state_dict())
+    assert torch.equal(frozen[0].running_var, bn.running_var)
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(frozen(x), bn.eval()(x), atol=1e-6) and torch.isfinite(frozen(x)).all()
+    # an old FrozenBN state of fastreid's own (version 2, no num_batches_tracked) still gets fastreid's upgrade
+    state = FrozenBatchNorm(3).state_dict()
+    state._metadata = {"": {"version": 2}}
+    upgraded = FrozenBatchNorm(3)
+    upgraded.load_state_dict(state)
+    assert (upgraded.running_var < 1).all()
+
+
+def test_periodic_checkpointer_without_test_sets():
+    """fastreid's PeriodicCheckpointer read DATASETS.TESTS[0] before training: IndexError for a run without tests."""
+    from types import SimpleNamespace
+
+    from fastreid.engine.hooks import PeriodicCheckpointer
+
+    hook = PeriodicCheckpointer(SimpleNamespace(), period=1)
+    for tests, name in (((), "metric"), (("A",), "metric"), (("A", "B"), "A/metric")):
+        hook.trainer = SimpleNamespace(cfg=SimpleNamespace(DATASETS=SimpleNamespace(TESTS=tests)), max_epoch=3)
+        hook.before_train()
+        assert hook.metric_name == name and hook.max_epoch == 3

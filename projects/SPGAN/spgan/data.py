@@ -10,8 +10,9 @@ source and target images at random (unaligned, as the two shuffled loaders of th
 covers positions ``[b * B * W, (b + 1) * B * W)`` of both streams, rank r takes its slice, and every position has its
 own augmentation seed: the stream is a pure function of ``(SEED, batch, rank)``, so a resumed run continues it
 exactly (the sampler's ``start_batch``). eSPGAN's feature learner also takes a *fresh* labelled source batch per
-iteration (``fresh_source``: a third independent stream over the source, published ``espgan.py``). An "epoch" is ``MODEL.SPGAN.SCHEDULE.EPOCH_ITERS`` iterations, by default
-``min(|source|, |target|) // SOLVER.IMS_PER_BATCH`` (the published ``min(len(a_loader), len(b_loader))``).
+iteration (``fresh_source``: a third independent stream over the source, published ``espgan.py``). An "epoch" is
+``MODEL.SPGAN.SCHEDULE.EPOCH_ITERS`` iterations, by default ``min(|source|, |target|) // SOLVER.IMS_PER_BATCH``
+(the published ``min(len(a_loader), len(b_loader))``).
 """
 from __future__ import annotations
 
