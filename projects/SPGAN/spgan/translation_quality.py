@@ -38,7 +38,6 @@ import difflib
 import json
 import os
 import os.path as osp
-import pickle
 import re
 import sys
 from collections import Counter
@@ -441,10 +440,6 @@ def load_reid_model(config_file: str, weights: str, opts: Sequence[str] = ()) ->
         raise TranslationQualityError(_one_line(exc)) from None
     except ValueError as exc:  # a config the model refuses to build
         raise TranslationQualityError(f"--reid-config {config_file}: {_one_line(exc)}") from None
-    except (KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # torch.load of a foreign file
-        raise TranslationQualityError(
-            f"--reid-weights {weights}: not a readable checkpoint ({type(exc).__name__}: {_one_line(exc)}): give "
-            f"the model_final.pth (or converted file) of a run of the project") from None
     return cfg, model
 
 

@@ -271,8 +271,8 @@ def test_bad_input_is_one_line_naming_the_fix(tmp_path, capsys):
     reid = ["--reid-config", str(REID_CONFIG), "MODEL.DEVICE", "cpu"]
     assert "is not a checkpoint" in _error(capsys, *good, *reid[:2], "--reid-weights", str(tmp_path / "empty.pth"),
                                            *reid[2:])
-    assert "not a readable checkpoint" in _error(capsys, *good, *reid[:2], "--reid-weights",
-                                                 str(tmp_path / "text.pth"), *reid[2:])
+    assert "is not a checkpoint" in _error(capsys, *good, *reid[:2], "--reid-weights", str(tmp_path / "text.pth"),
+                                           *reid[2:])
     assert "--size" in _error(capsys, *good, "--size", "256")
 
     # the API raises the same errors
