@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 		$(PY) -m pip install -q "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
 	# fastreid 1.4.0 pins torch 1.13: --no-deps, its real needs are in pyproject.toml, fastreid_gan.compat adapts it
 	$(PY) -m pip install -q --no-deps "fastreid==1.4.0"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,export]"
 	touch $@
 
 demo: venv

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from process_memory import peak_mb, reset_peak, status_mb  # benchmarks/process_memory.py
+
 MARKET = dict(num_query=3368, num_gallery=15913, num_ids=750, num_cams=6)
 DISTRACTOR_FRAC = 0.175   # pid 0 ("0000" distractor images in Market's gallery)
 JUNK_FRAC = 0.03          # pid -1
@@ -96,32 +98,6 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (the counter behind ru_maxrss/VmHWM) to the current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb(resettable: bool) -> float:
-    # After a reset, VmHWM is the peak since the reset; without one, fall back to ru_maxrss (peak since start,
-    # which over-states a phase if an earlier phase, e.g. imports, peaked higher).
-    if resettable:
-        return _status_mb("VmHWM")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def child(cfg_json: str) -> None:
     conf = json.loads(cfg_json)
     import warnings
@@ -156,7 +132,7 @@ def child(cfg_json: str) -> None:
     (a @ a).sum(), (torch.from_numpy(a) @ torch.from_numpy(a)).sum()
     del a
     rss0 = _rss_mb()
-    resettable = _reset_peak()
+    resettable = reset_peak()
     t0 = time.perf_counter()
     evaluator.reset()
     for inputs, feats in iter_batches(pids, cams, conf["num_ids"], conf["num_cams"], conf["dim"], conf["seed"]):
@@ -164,12 +140,12 @@ def child(cfg_json: str) -> None:
         del inputs, feats
     t_process = time.perf_counter() - t0
     rss1 = _rss_mb()
-    peak_process = _peak_mb(resettable)
-    resettable = resettable and _reset_peak()
+    peak_process = peak_mb(resettable)
+    resettable = resettable and reset_peak()
     t1, c1 = time.perf_counter(), _cpu_s()
     results = evaluator.evaluate()
     t_eval, c_eval = time.perf_counter() - t1, _cpu_s() - c1
-    peak = _peak_mb(resettable)
+    peak = peak_mb(resettable)
     out = {
         "impl": conf["impl"], "size": conf["size"], "eval_s": t_eval, "eval_cpu_s": c_eval, "process_s": t_process,
         "peak_eval_mb": peak - rss1, "peak_total_mb": max(peak, peak_process) - rss0, "features_mb": rss1 - rss0,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The prepared GPU check (`make gpu-check`): the project's GPU paths in one call of at most about 8 minutes.
 
-Seven parts, each run as subprocesses under its own time budget and one overall deadline; a part that fails or
+Eight parts, each run as subprocesses under its own time budget and one overall deadline; a part that fails or
 runs out of time is recorded with its error and the check goes on:
 
   tests       the suite's CUDA-only tests (pytest -k over tests/ and projects/, see CUDA_TESTS_K);
@@ -25,6 +25,10 @@ runs out of time is recorded with its error and the check goes on:
   espgan_step the same for eSPGAN (espgan_market2duke.yml, published espgan.py; ours is recorded as "not
               implemented" until ESPGAN trains). These two come after fdgan_step and get the time left: run them
               with ``--parts spgan_step,espgan_step`` for their whole caps.
+  search_scale benchmarks/search_scale.py --device cuda: 3,368 queries against 1M x 512 and 100K x 2048
+              synthetic gallery features, exact ranking (torch on CUDA) against a faiss GPU index (IVF4096,Flat,
+              nprobe 32) when faiss has GPU support (else its CPU index): build and search time, recall@100,
+              mAP@100 vs exact mAP. Last: run it with ``--parts search_scale`` for its whole cap.
 
 Everything lands flat in --out (at most 8 files): gpu_check.json (figures per part, environment), the PNGs
 dgnet_swap_grid.png, dgnet_interpolation.png and dgnet_train_grid.png, and subprocess_logs.txt (the tail of every
@@ -61,7 +65,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("tests", "train_step", "evaluator", "dgnet", "fdgan_step", "spgan_step", "espgan_step")
+PARTS = ("tests", "train_step", "evaluator", "dgnet", "fdgan_step", "spgan_step", "espgan_step", "search_scale")
 
 #: pytest -k expression for the CUDA-only tests. -k also matches marker names, so a test marked
 #: ``@pytest.mark.cuda`` is picked up too, wherever it lives (tests/ or projects/*/tests/).
@@ -81,9 +85,9 @@ TRAIN_STEP_VARIANTS: List[Tuple[str, str, Optional[str]]] = [
 
 #: per-part caps in seconds (GPU run); the overall --budget clamps them, so the later parts get what is left
 GPU_CAPS = {"tests": 70, "train_step": 150, "evaluator": 75, "dgnet": 210, "fdgan_step": 150, "spgan_step": 150,
-            "espgan_step": 150}
+            "espgan_step": 150, "search_scale": 150}
 SMOKE_CAPS = {"tests": 120, "train_step": 150, "evaluator": 90, "dgnet": 240, "fdgan_step": 150, "spgan_step": 120,
-              "espgan_step": 120}
+              "espgan_step": 120, "search_scale": 120}
 
 #: FD-GAN on the GPU: pairs per batch and AMP (the issue's GPU setting); name, stage, --checkpoint, --loop of the
 #: benchmarks/train_step.py runs, in this order while the part's time lasts (the smoke run: the first only)
@@ -802,6 +806,32 @@ def part_espgan_step(ctx: Context, clock: Clock) -> Dict[str, Any]:
     return _spgan_step("espgan", ESPGAN_VARIANTS, ctx, clock)
 
 
+# ------------------------------------------------------------------------------------------------ (h) search scale
+#: GALLERY:DIM sizes, faiss index and queries of the search_scale part: on the GPU the benchmark's 1M and 2048-d
+#: cases with an IVF index (faiss has no GPU HNSW); with --cpu-smoke a toy gallery, same code paths on the CPU
+SEARCH_GPU = {"sizes": "1000000:512,100000:2048", "index": "IVF4096,Flat", "nprobe": 32, "queries": 3368, "topk": 100}
+SEARCH_SMOKE = {"sizes": "4000:32", "index": "IVF16,Flat", "nprobe": 4, "queries": 100, "topk": 10}
+
+
+def part_search_scale(ctx: Context, clock: Clock) -> Dict[str, Any]:
+    """(h) benchmarks/search_scale.py: exact ranking against the faiss index (GPU index when faiss has one)."""
+    conf = SEARCH_SMOKE if ctx.smoke else SEARCH_GPU
+    path = ctx.work / "search_scale.json"
+    cmd = [sys.executable, "benchmarks/search_scale.py", "--device", ctx.device, "--sizes", conf["sizes"],
+           "--index", conf["index"], "--nprobe", conf["nprobe"], "--queries", conf["queries"], "--topk", conf["topk"],
+           "--json", path]
+    proc = ctx.run("search_scale", cmd, clock.left())
+    if not proc.ok or not path.is_file():
+        return failed(proc)
+    rows = json.loads(path.read_text())["rows"]
+    result: Dict[str, Any] = {"settings": conf, "rows": rows}
+    off_gpu = [r["num_gallery"] for r in rows if not r["faiss"]["on_gpu"]]
+    if ctx.device == "cuda" and off_gpu:
+        return dict(result, status="warning", error=f"the faiss index ran on the CPU for galleries {off_gpu} "
+                                                    f"(faiss without GPU support?)")
+    return dict(result, status="ok")
+
+
 # ------------------------------------------------------------------------------------------------ report
 def bundle_logs(ctx: Context, limit: int = 200_000) -> None:
     """All subprocess logs in one file of --out (the device returns at most 8 files): the tail of each."""
@@ -896,6 +926,13 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                                    f"{_fmt(ratios.get('time_other'), '.2f')}x (other), ours/published memory "
                                    f"{_fmt(ratios.get('memory'), '.2f')}")
                 lines.append(f"    {variant:<18} {'; '.join(figures)}")
+        if name == "search_scale":
+            for row in part.get("rows", []):
+                e, fa = row["exact"], row["faiss"]
+                lines.append(f"    {row['num_gallery']:,} x {row['dim']}: exact {e['rank_s']:.2f} s, faiss "
+                             f"{'GPU' if fa['on_gpu'] else 'CPU'} build {fa['build_s']:.2f} s + search "
+                             f"{fa['search_s']:.3f} s (x{row['search_speedup']:.1f}), recall {fa['recall']:.4f}, "
+                             f"mAP {e['mAP']:.2f} -> mAP@k {fa['mAP_at_k']:.2f}")
         if name == "dgnet":
             teacher, train = part.get("teacher") or {}, part.get("train") or {}
             tm, dm = teacher.get("metrics") or {}, train.get("metrics") or {}
@@ -917,7 +954,8 @@ def write_report(ctx: Context, report: Dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ main
 PART_FUNCS: Dict[str, Callable[[Context, Clock], Dict[str, Any]]] = {
     "tests": part_tests, "train_step": part_train_step, "evaluator": part_evaluator, "dgnet": part_dgnet,
-    "fdgan_step": part_fdgan_step, "spgan_step": part_spgan_step, "espgan_step": part_espgan_step}
+    "fdgan_step": part_fdgan_step, "spgan_step": part_spgan_step, "espgan_step": part_espgan_step,
+    "search_scale": part_search_scale}
 
 
 def run_part(ctx: Context, name: str, cap: float) -> Dict[str, Any]:

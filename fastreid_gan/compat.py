@@ -44,6 +44,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 from typing import Any, Optional
@@ -233,22 +234,27 @@ def build_cython_ranker(cache_dir: Optional[Path] = None) -> Optional[types.Modu
     out_dir.mkdir(parents=True, exist_ok=True)
     built = sorted(out_dir.glob("rank_cy*.so"))
     if not built:
-        (out_dir / "rank_cy.pyx").write_bytes(source.read_bytes())
-        script = (
-            "import numpy, setuptools\n"
-            "from Cython.Build import cythonize\n"
-            "ext = setuptools.Extension('rank_cy', ['rank_cy.pyx'], include_dirs=[numpy.get_include()])\n"
-            "setuptools.setup(name='rank_cy', ext_modules=cythonize([ext], quiet=True),"
-            " script_args=['build_ext', '--inplace'])\n"
-        )
-        proc = subprocess.run([sys.executable, "-c", script], cwd=out_dir, capture_output=True, text=True)
-        built = sorted(out_dir.glob("rank_cy*.so"))
-        if proc.returncode != 0 or not built:
-            logger.warning(
-                "Could not compile fastreid's Cython ranker in %s (fastreid falls back to its slow Python "
-                "ranker; fastreid_gan's evaluator does not need it):\n%s", out_dir, proc.stderr[-2000:]
+        # built in a private folder and moved into the cache with one rename: processes that start together
+        # (test workers, distributed ranks) each see the whole library or none, never a half-written one
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
+            (Path(tmp) / "rank_cy.pyx").write_bytes(source.read_bytes())
+            script = (
+                "import numpy, setuptools\n"
+                "from Cython.Build import cythonize\n"
+                "ext = setuptools.Extension('rank_cy', ['rank_cy.pyx'], include_dirs=[numpy.get_include()])\n"
+                "setuptools.setup(name='rank_cy', ext_modules=cythonize([ext], quiet=True),"
+                " script_args=['build_ext', '--inplace'])\n"
             )
-            return None
+            proc = subprocess.run([sys.executable, "-c", script], cwd=tmp, capture_output=True, text=True)
+            made = sorted(Path(tmp).glob("rank_cy*.so"))
+            if proc.returncode != 0 or not made:
+                logger.warning(
+                    "Could not compile fastreid's Cython ranker in %s (fastreid falls back to its slow Python "
+                    "ranker; fastreid_gan's evaluator does not need it):\n%s", out_dir, proc.stderr[-2000:]
+                )
+                return None
+            os.replace(made[0], out_dir / made[0].name)
+        built = sorted(out_dir.glob("rank_cy*.so"))
     # Registered under fastreid's own name so that ``from .rank_cylib.rank_cy import evaluate_cy`` works.
     name = "fastreid.evaluation.rank_cylib.rank_cy"
     spec = importlib.util.spec_from_file_location(name, built[0])

@@ -81,9 +81,19 @@ def add_test_config(cfg: CfgNode) -> None:
     ``TEST.LMP``: local max pooling (SPGAN/eSPGAN TPAMI, Sec. 3.4; :mod:`fastreid_gan.layers.local_pooling`,
     ``docs/lmp.md``): the eval feature becomes the encoder's last map pooled in ``PARTS`` horizontal stripes
     (``POOL`` max or avg), concatenated, flip-summed and L2-normalised.  No weights: any checkpoint works with it.
+
+    ``TEST.SEARCH``: how the evaluator ranks the gallery, exact (default) or through a faiss index's top-k
+    (:mod:`fastreid_gan.evaluation.search`, ``docs/evaluation.md``); read by the evaluator, not by the model.
     """
     if "LMP" not in cfg.TEST:
         cfg.TEST.LMP = CfgNode({"ENABLED": False, "PARTS": 8, "POOL": "max"})
+    if "SEARCH" not in cfg.TEST:
+        # TEST.SEARCH (docs/evaluation.md): MODE exact ranks the whole gallery (exact CMC/mAP/mINP); MODE faiss
+        # searches a faiss index (INDEX: an index_factory string; NPROBE for IVF, EF_SEARCH for HNSW, REFINE for a
+        # refining ",RFlat" index) for each query's TOPK nearest items and reports CMC up to TOPK and mAP@TOPK;
+        # RECALL adds recall@TOPK against the exact top-k (one more exact GEMM pass).
+        cfg.TEST.SEARCH = CfgNode({"MODE": "exact", "TOPK": 100, "INDEX": "HNSW32", "NPROBE": 32, "EF_SEARCH": 256,
+                                   "REFINE": 4, "RECALL": False})
 
 
 def get_cfg() -> CfgNode:

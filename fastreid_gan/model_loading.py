@@ -10,9 +10,10 @@ from torch import nn
 
 from fastreid.modeling import build_model
 
+from fastreid_gan.checkpoint_io import checkpoint_state_dict, read_checkpoint
 from fastreid_gan.checkpointer import RunCheckpointer
 
-__all__ = ["inference_config", "load_model_for_inference"]
+__all__ = ["inference_config", "load_model_for_inference", "checkpoint_num_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,25 @@ def inference_config(cfg: Any) -> Any:
     if cfg.MODEL.HEADS.NUM_CLASSES == 0:
         cfg.MODEL.HEADS.NUM_CLASSES = 1
     return cfg
+
+
+def checkpoint_num_classes(weights: str, classifier_key: str, source: str = "MODEL.WEIGHTS") -> int:
+    """The number of identities of the checkpoint's classifier ``classifier_key`` (its first dimension).
+
+    For a model that needs its classifier's size to be built and is built from a dataset config
+    (``MODEL.HEADS.NUM_CLASSES 0``, which only the trainer fills in) with trained weights, e.g. by fastreid's
+    ``DefaultPredictor``: the weights say how many identities they were trained on.
+
+    Raises:
+        FileNotFoundError, CheckpointFileError: see :func:`~fastreid_gan.checkpoint_io.read_checkpoint`.
+        ValueError: the checkpoint has no ``classifier_key`` (a checkpoint of another method?).
+    """
+    state = checkpoint_state_dict(read_checkpoint(weights, source))
+    tensor = state.get(classifier_key)
+    if tensor is None or tensor.dim() == 0:
+        raise ValueError(f"{source} = '{weights}' has no identity classifier {classifier_key} (a checkpoint of "
+                         f"another method?): set MODEL.HEADS.NUM_CLASSES to the training set's identities")
+    return int(tensor.shape[0])
 
 
 def load_model_for_inference(cfg: Any, weights: Optional[str], source: str = "MODEL.WEIGHTS") -> nn.Module:

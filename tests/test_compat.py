@@ -1,6 +1,7 @@
 """Each fastreid 1.4.0 fix in fastreid_gan.compat, shown failing without the fix and working with it."""
 import logging
 import subprocess
+from pathlib import Path
 import sys
 import warnings
 
@@ -159,6 +160,27 @@ def test_cython_ranker_never_exits(monkeypatch, tmp_path, caplog):
         ReidEvaluator(get_cfg(), num_query=1)  # fastreid would sys.exit(1) here
     assert "Could not compile" in caplog.text
     assert rank.IS_CYTHON_AVAI is False
+
+
+def test_cython_ranker_never_shows_a_half_built_library(monkeypatch, tmp_path):
+    """The compiler writes into a private folder: a compile that dies after writing part of the library leaves
+    nothing in the cache that a process starting at the same time would load."""
+    import fastreid.evaluation.rank as rank
+
+    monkeypatch.setattr(rank, "IS_CYTHON_AVAI", False)
+    cache = tmp_path / "cache"
+    seen = []
+
+    def dying_compiler(cmd, cwd, **kwargs):
+        seen.append(Path(cwd))
+        (Path(cwd) / "rank_cy.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF half")
+        assert not list(cache.glob("rank_cy*.so"))  # the cache never holds it while it is being written
+        return subprocess.CompletedProcess(cmd, -9, "", "killed")
+
+    monkeypatch.setattr(compat.subprocess, "run", dying_compiler)
+    assert compat.build_cython_ranker(cache_dir=cache) is None
+    assert seen and seen[0] != cache and seen[0].parent == cache
+    assert list(cache.iterdir()) == []  # no library, no build folder left behind
 
 
 def test_cython_ranker_compiles_into_the_cache(monkeypatch):

@@ -5,7 +5,9 @@
 2. the ResNet ID-loss baseline trains (DG-Net's teacher);
 3. DG-Net trains with that teacher (skip with --baseline-only);
 4. a CMC/mAP table (untrained / baseline / DG-Net), DG-Net's swap accuracy (do the clothes follow the appearance
-   code?) with its structure score (does the pose follow the structure code?) and the swap-grid path are printed.
+   code?) with its structure score (does the pose follow the structure code?) and the swap-grid path are printed;
+   DG-Net's ranked lists of a few queries (``tools/visualize_ranks.py``: top 10, true/false matches, distractors
+   and junk marked) and its CMC curve are drawn and their paths printed.
 
 Every stage runs ``tools/train_net.py`` (or ``tools/generate.py``) as a user would; outputs go to --output-dir.
 The teacher's backbone also initialises DG-Net's E_a (the synthetic stand-in for ImageNet weights).  While a
@@ -81,6 +83,13 @@ def main() -> None:
               (dgnet_dir / "swap_accuracy.txt").read_text().strip().splitlines()[-1])
         print(f"Swap grid (rows keep an appearance, columns keep a structure): {dgnet_dir / 'swap_grid.png'}")
         print(f"Appearance interpolation: {dgnet_dir / 'interpolation.png'}")
+        # the ranked lists of DG-Net's first queries on the test set (docs/retrieval.md has the legend)
+        ranks_dir = dgnet_dir / "ranks"
+        run([sys.executable, "tools/visualize_ranks.py", "--config-file", str(DGNET_CONFIG), "--num-queries", "6",
+             "--topk", "10", "--output", str(ranks_dir), "--no-progress", "MODEL.WEIGHTS",
+             str(dgnet_dir / "model_final.pth")] + teacher_opts, dgnet_dir / "ranks.txt", "ranked lists")
+        print(f"Ranked lists (green: true match, red: false, orange: distractor, grey: junk): "
+              f"{ranks_dir / 'ranks.png'}  (CMC curve: {ranks_dir / 'cmc.png'})")
     total = time.time() - start
     print(f"\nOutputs in {out} (log.txt, config.yaml, metrics.json, tensorboard events, checkpoints)")
     print(f"Total time: {int(total // 60)} min {total % 60:.0f} s", flush=True)

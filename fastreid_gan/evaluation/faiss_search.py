@@ -3,7 +3,8 @@
 Used for the top-k neighbour lists of re-ranking (initial ranks) and query expansion. The full-gallery ranking
 behind mAP does not go through a faiss index (``k`` would have to be the gallery size, which GPU indexes do
 not support and which costs a heap per query on CPU); it uses the chunked GEMM of
-:mod:`fastreid_gan.evaluation.distance` instead.
+:mod:`fastreid_gan.evaluation.distance` instead. Searching a large gallery for each query's top k through an
+approximate index (``TEST.SEARCH.MODE faiss``) is :mod:`fastreid_gan.evaluation.search`.
 """
 from __future__ import annotations
 

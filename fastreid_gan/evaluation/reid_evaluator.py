@@ -24,9 +24,10 @@ from fastreid.utils import comm
 from .distance import FeatureBlocks, FeatureDistance, MatrixDistance, TorchFeatureDistance, empty_f32
 from .query_expansion import aqe
 from .ranking import DEFAULT_MEMORY_BUDGET_MB, EvaluationDataError, _resolve_device, rank_chunked
-from .pair_rerank import PAIR_RERANK_PREFIX, PairScorer, pair_rerank_distance
+from .pair_rerank import PAIR_RERANK_PREFIX, PairRerankDistance, PairScorer
 from .reranking import rerank_distance
 from .roc import FPR_TARGETS, roc_key, tpr_at_fpr_chunked
+from .search import SearchSettings, TruncatedResult, search_rank, search_settings
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,11 @@ class FaissReidEvaluator(DatasetEvaluator):
     """Re-ID evaluator with fastreid's interface and results (``Rank-1/5/10``, ``mAP``, ``mINP``, ``metric``,
     and ``TPR@FPR=...`` when ``cfg.TEST.ROC.ENABLED``; percentages except the TPRs, as in fastreid).
 
-    Honours ``cfg.TEST.METRIC`` (cosine | euclidean), ``cfg.TEST.AQE`` and ``cfg.TEST.RERANK``.
+    Honours ``cfg.TEST.METRIC`` (cosine | euclidean), ``cfg.TEST.AQE`` and ``cfg.TEST.RERANK``, and
+    ``cfg.TEST.SEARCH``: with ``MODE faiss`` the gallery is searched through a faiss index for each query's top
+    ``TOPK`` and the results are ``Rank-1/5/10`` (those <= TOPK), ``mAP@TOPK``, ``metric`` and, with ``RECALL``,
+    ``recall@TOPK`` (:mod:`~fastreid_gan.evaluation.search`; ROC, re-ranking and pair re-ranking need the exact
+    mode: an error says so when the evaluator is built).
     The first ``num_query`` processed samples are the queries, the rest the gallery (fastreid's convention).
 
     Edge cases (Market-1501 protocol, as fastreid): queries without a match in the gallery (no image of their
@@ -140,7 +145,7 @@ class FaissReidEvaluator(DatasetEvaluator):
         num_threads: CPU worker threads for the per-row sorts (default: the usable CPUs).
         dataset_name: the test dataset, named in errors and in the log line.
         pair_scorer: with ``TEST.PAIR_RERANK.ENABLED``, re-scores each query's ``TEST.PAIR_RERANK.TOPK`` nearest
-            gallery items (:func:`~fastreid_gan.evaluation.pair_rerank.pair_rerank_distance`); the re-ranked
+            gallery items (:class:`~fastreid_gan.evaluation.pair_rerank.PairRerankDistance`); the re-ranked
             metrics are added with the ``verified/`` prefix, next to the plain ones.
     """
 
@@ -161,6 +166,10 @@ class FaissReidEvaluator(DatasetEvaluator):
         #: ``TEST.PAIR_RERANK``: ``scorer(query_feats, gallery_feats) -> distances`` of aligned pairs (a model's
         #: ``pair_distance``, set by :func:`~fastreid_gan.evaluation.evaluate_on_test_datasets`), or None
         self.pair_scorer: Optional[PairScorer] = pair_scorer
+        #: ``TEST.SEARCH``: exact whole-gallery ranking or a faiss index's top-k (checked now, before inference)
+        self.search: SearchSettings = search_settings(cfg)
+        if self.search.mode == "faiss":
+            _check_search_options(cfg)
         self._results: "OrderedDict[str, float]" = OrderedDict()
         self.timings: Dict[str, float] = {}
         self.reset()
@@ -215,10 +224,14 @@ class FaissReidEvaluator(DatasetEvaluator):
             query, gallery = FeatureBlocks.from_array(qf), FeatureBlocks.from_array(gf)
 
         dev = _resolve_device(self.device)
-        if dev is None:
+        if dev is None or (self.search.mode == "faiss" and not self.search.recall):
+            # (the faiss mode without recall uses the provider only for its NaN check: no copy to the device)
             provider = FeatureDistance(query, gallery, metric)
         else:
             provider = TorchFeatureDistance(query, gallery, metric, dev)
+
+        if self.search.mode == "faiss":
+            return self._evaluate_search(query, gallery, q_pids, g_pids, q_camids, g_camids, provider, dev, t0)
 
         if test.RERANK.ENABLED:
             logger.info("Test with rerank setting")
@@ -242,10 +255,11 @@ class FaissReidEvaluator(DatasetEvaluator):
         results = _ranking_metrics(res)
         if self.pair_scorer is not None:
             topk = int(test.PAIR_RERANK.TOPK)
-            verified = pair_rerank_distance(provider, query.to_array(), gallery.to_array(), self.pair_scorer, topk,
-                                            budget)
-            res_v = rank_chunked(MatrixDistance(verified, None), q_pids, g_pids, q_camids, g_camids, 50, budget,
-                                 threads, dataset=self.dataset_name)
+            # chunk by chunk, never the whole matrix: each chunk holds the ranked block, the provider's block and
+            # argpartition's int64 indices (16 bytes a cell), so a quarter of the budget goes to the ranked block
+            verified = PairRerankDistance(provider, query, gallery, self.pair_scorer, topk, budget)
+            res_v = rank_chunked(verified, q_pids, g_pids, q_camids, g_camids, 50, budget / 4, threads,
+                                 dataset=self.dataset_name)
             for key, value in _ranking_metrics(res_v).items():
                 results[f"{PAIR_RERANK_PREFIX}{key}"] = value
             logger.info("%s: the pair scorer re-ranked each query's top %d (%s* keys): mAP %.2f -> %.2f", name,
@@ -264,6 +278,56 @@ class FaissReidEvaluator(DatasetEvaluator):
                     self.timings["evaluate_s"], self.timings["gemm_s"])
         self._results = results
         return copy.deepcopy(results)
+
+    def _evaluate_search(self, query: FeatureBlocks, gallery: FeatureBlocks, q_pids: np.ndarray,
+                         g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray, provider: Any,
+                         dev: Optional[torch.device], t0: float) -> "OrderedDict[str, float]":
+        """``TEST.SEARCH.MODE faiss``: the index's top-k and the truncated metrics (:mod:`.search`)."""
+        name = self.dataset_name or "the evaluated dataset"
+        if self.pair_scorer is not None:
+            raise ValueError("TEST.PAIR_RERANK re-scores the whole-gallery ranking and needs TEST.SEARCH.MODE exact: "
+                             "set TEST.PAIR_RERANK.ENABLED False or TEST.SEARCH.MODE exact")
+        # faiss on the CPU when the evaluator was asked for the CPU; otherwise on the GPU when faiss sees one
+        use_gpu = False if (self.device is not None and self.device != "auto" and dev is None) else None
+        res = search_rank(query, gallery, q_pids, g_pids, q_camids, g_camids, self.cfg.TEST.METRIC, self.search,
+                          self.memory_budget_mb, use_gpu=use_gpu, provider=provider, num_threads=self.num_threads,
+                          dataset=self.dataset_name)
+        self.num_unmatched_queries = res.num_unmatched
+        results = truncated_metrics_dict(res)
+        extra = res.extra
+        self.timings = {"evaluate_s": time.perf_counter() - t0, "build_s": extra["build_s"],
+                        "search_s": extra["search_s"], "recall_s": extra.get("recall_s", float("nan"))}
+        logger.info("Evaluated %s with faiss %s (%s): %d queries (%d without a match in the gallery) x %d gallery, "
+                    "top %d: index built in %.2f s, searched in %.2f s%s", name, extra["index"],
+                    "GPU" if extra["on_gpu"] else "CPU", len(query), res.num_unmatched, len(gallery), res.k,
+                    extra["build_s"], extra["search_s"],
+                    "" if res.recall is None else f", recall@{res.k} {res.recall:.4f} ({extra['recall_s']:.2f} s)")
+        self._results = results
+        return copy.deepcopy(results)
+
+
+def _check_search_options(cfg: Any) -> None:
+    """Options that need every gallery item's distance cannot run on an index's top-k: say which key to change."""
+    test = cfg.TEST
+    for key, node in (("TEST.ROC", test.ROC), ("TEST.RERANK", test.RERANK)):
+        if node.ENABLED:
+            raise ValueError(f"{key}.ENABLED needs every query x gallery distance, but TEST.SEARCH.MODE faiss keeps "
+                             f"only each query's top TEST.SEARCH.TOPK: set {key}.ENABLED False or TEST.SEARCH.MODE "
+                             f"exact")
+
+
+def truncated_metrics_dict(res: TruncatedResult) -> "OrderedDict[str, float]":
+    """The faiss mode's results in %: ``Rank-1/5/10`` (those <= k and <= the gallery), ``mAP@k``, ``metric``
+    (fastreid's checkpoint-selection key, here ``(mAP@k + Rank-1) / 2``) and ``recall@k`` when computed."""
+    results: "OrderedDict[str, float]" = OrderedDict()
+    for r in (1, 5, 10):
+        if r <= len(res.cmc):  # len(cmc) = min(50, k, gallery size)
+            results[f"Rank-{r}"] = float(res.cmc[r - 1] * 100)
+    results[f"mAP@{res.k}"] = res.mAP * 100
+    results["metric"] = (res.mAP + float(res.cmc[0])) / 2 * 100
+    if res.recall is not None:
+        results[f"recall@{res.k}"] = res.recall * 100
+    return results
 
 
 def _ranking_metrics(res: Any) -> "OrderedDict[str, float]":

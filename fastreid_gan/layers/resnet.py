@@ -8,11 +8,12 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
 import fastreid_gan  # noqa: F401  (applies the fastreid 1.4.0 compatibility fixes before fastreid is imported)
+from fastreid.modeling.backbones import BACKBONE_REGISTRY
 from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet, model_urls
 
 from fastreid_gan.checkpoint_io import load_torch_file
@@ -20,7 +21,8 @@ from fastreid_gan.checkpoint_io import load_torch_file
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESNET_DEPTHS", "resnet_depth_key", "build_resnet", "resnet_out_channels", "resnet_segments",
-           "find_cached_imagenet_weights", "imagenet_weights_path", "load_imagenet_resnet"]
+           "find_cached_imagenet_weights", "imagenet_weights_path", "load_imagenet_resnet",
+           "build_torchvision_stem_resnet_backbone"]
 
 RESNET_DEPTHS: Dict[str, Tuple[type, List[int]]] = {
     "18x": (BasicBlock, [2, 2, 2, 2]),
@@ -134,3 +136,17 @@ def load_imagenet_resnet(backbone: nn.Module, path: str) -> None:
              (k[len(best_prefix):] not in picked and not k[len(best_prefix):].startswith("fc."))]
     logger.info("Loaded ImageNet weights from %s (%d tensors)%s", path, len(picked),
                 f"; ignored {len(extra)} other keys" if extra else "")
+
+
+@BACKBONE_REGISTRY.register()
+def build_torchvision_stem_resnet_backbone(cfg: Any) -> nn.Module:
+    """fastreid's ``BACKBONE_REGISTRY`` entry for :func:`build_resnet` with torchvision's stem, from
+    ``MODEL.BACKBONE.{DEPTH, LAST_STRIDE, NORM, PRETRAIN, PRETRAIN_PATH}``: images -> the last map (what
+    ``TEST.LMP`` pools). FD-GAN's E and eSPGAN's feature learner are this ResNet; fastreid's own
+    ``build_resnet_backbone`` has the other stem, so their deployments name this one (``tools/export.py --format
+    fastreid``, ``docs/export.md``)."""
+    b = cfg.MODEL.BACKBONE
+    backbone = build_resnet(b.DEPTH, b.LAST_STRIDE, b.NORM, torchvision_stem=True)
+    if b.PRETRAIN:
+        load_imagenet_resnet(backbone, imagenet_weights_path(b.DEPTH, b.PRETRAIN_PATH))
+    return backbone

@@ -62,6 +62,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid_gan.engine import GANMetaArch, LossWeight, Phase, StepContext, loss_weights_from_config
 from fastreid_gan.layers import LocalPooling
 from fastreid_gan.losses import lsgan_d_loss, lsgan_g_loss, r1_penalty, soft_label_kl
+from fastreid_gan.model_loading import checkpoint_num_classes
 
 from .appearance_encoder import AppearanceEncoder
 from .augment import random_erasing
@@ -151,10 +152,12 @@ class DGNet(GANMetaArch):
     def from_config(cls, cfg) -> Dict[str, Any]:
         d = cfg.MODEL.DGNET
         num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
+        if num_classes < 1 and cfg.MODEL.WEIGHTS:  # a dataset config with trained weights (DefaultPredictor)
+            num_classes = checkpoint_num_classes(cfg.MODEL.WEIGHTS, "id.head_prim.classifier.weight")
         if num_classes < 1:
             raise ValueError(
                 "DG-Net needs MODEL.HEADS.NUM_CLASSES (the training set's identities); the trainer fills it in "
-                "from DATASETS.NAMES, set it by hand when building the model yourself."
+                "from DATASETS.NAMES, set it by hand when building the model yourself (or set MODEL.WEIGHTS)."
             )
         if d.STRUCTURE.INPUT not in STRUCTURE_INPUTS:
             raise ValueError(f"MODEL.DGNET.STRUCTURE.INPUT must be one of {', '.join(STRUCTURE_INPUTS)}; "

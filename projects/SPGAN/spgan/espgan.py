@@ -43,6 +43,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid_gan.engine import LossWeight, Phase, StepContext, TrainingStage, loss_weights_from_config
 from fastreid_gan.layers import LocalPooling, freeze_batchnorm
 from fastreid_gan.layers.resnet import imagenet_weights_path
+from fastreid_gan.model_loading import checkpoint_num_classes
 
 from .config import espgan_optimizers
 from .data import build_two_domain_loader
@@ -92,11 +93,15 @@ class ESPGAN(CycleTranslator):
     def from_config(cls, cfg: Any) -> Dict[str, Any]:
         s, backbone = cfg.MODEL.SPGAN, cfg.MODEL.BACKBONE
         num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
+        if num_classes < 1 and cfg.MODEL.WEIGHTS:  # a dataset config with trained weights (DefaultPredictor)
+            num_classes = checkpoint_num_classes(cfg.MODEL.WEIGHTS, "ide.classifier.weight")
         if num_classes < 1:
             raise ValueError("eSPGAN's feature learner needs MODEL.HEADS.NUM_CLASSES (the source's identities, 751 "
                              "for Market-1501); the trainer fills it in from DATASETS.NAMES, set it by hand when "
-                             "building the model yourself")
-        pretrain = imagenet_weights_path(backbone.DEPTH, backbone.PRETRAIN_PATH) if backbone.PRETRAIN else ""
+                             "building the model yourself (or set MODEL.WEIGHTS)")
+        # trained weights replace every backbone tensor: the ImageNet initialisation is neither needed nor read
+        pretrain = (imagenet_weights_path(backbone.DEPTH, backbone.PRETRAIN_PATH)
+                    if backbone.PRETRAIN and not cfg.MODEL.WEIGHTS else "")
         f = s.FEATURE_LEARNER
         ide = IDEFeatureLearner(num_classes, backbone.DEPTH, backbone.LAST_STRIDE, backbone.NORM, f.BOTTLENECK_DIM,
                                 f.DROPOUT, f.NEGATIVE_SLOPE, pretrain, f.CHECKPOINT)

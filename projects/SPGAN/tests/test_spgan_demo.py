@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture()
-def demo():
+def demo(monkeypatch):
     spec = importlib.util.spec_from_file_location("spgan_demo", DEMO)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -40,6 +42,12 @@ def _fake_tools(demo, monkeypatch, calls):
         calls.append((label, list(cmd), dict(os.environ)))
         if "--output" in cmd:  # translate.py
             return
+        if "--json" in cmd:  # translation_quality.py
+            quality = {"style": {"source_to_target": 90.0, "translated_to_target": 30.0 + len(calls)},
+                       "identity": {"reference": {"Rank-1": 80.0, "mAP": 60.0},
+                                    "translated": {"Rank-1": 70.0 + len(calls), "mAP": 50.0}}}
+            Path(_option(cmd, "--json")).write_text(json.dumps(quality))
+            return
         out = Path(_option(cmd, "OUTPUT_DIR"))
         out.mkdir(parents=True, exist_ok=True)
         result = {"SyntheticMarket": {"Rank-1": 10.0 + len(calls), "mAP": 5.0 + len(calls)}}
@@ -48,7 +56,7 @@ def _fake_tools(demo, monkeypatch, calls):
             (out / "stages.json").write_text(json.dumps({"done": {"pretrain": result, "joint": result}}))
 
     monkeypatch.setattr(demo, "run", fake_run)
-    monkeypatch.setattr(demo, "translation_grid", lambda spgan_dir, weights, path: path)
+    monkeypatch.setattr(demo, "translation_grid", lambda spgan_dir, weights, path, **datasets: path)
     monkeypatch.setenv("SPGAN_TRANSLATED_DIR", "")  # main() sets it: restored after the test
 
 
@@ -58,22 +66,23 @@ def test_the_demo_runs_each_step_on_the_previous_ones_outputs(demo, monkeypatch,
     monkeypatch.setattr("sys.argv", ["demo.py", "--output-dir", str(tmp_path)])
     demo.main()
     labels = [label for label, _, _ in calls]
-    assert labels == ["source IDE+", "direct transfer + LMP", "SPGAN", "translate", "IDE+ on translated",
-                      "SPGAN + LMP", "eSPGAN", "eSPGAN + LMP"]
+    assert labels == ["source IDE+", "direct transfer + LMP", "SPGAN", "translate (SPGAN)",
+                      "IDE+ on SPGAN translations", "SPGAN + LMP", "eSPGAN", "eSPGAN + LMP"]
     cmds = {label: cmd for label, cmd, _ in calls}
     source_weights = str(tmp_path / "source_ide" / "model_final.pth")
     spgan_weights = str(tmp_path / "spgan" / "model_final.pth")
-    translated = str(tmp_path / "translated")
+    translated = str(tmp_path / "spgan_translated")
     # SPGAN: the demo schedule; translate: its weights, the source's training split, into the folder the
     # feature learner reads (SPGAN_TRANSLATED_DIR, set for every command)
     assert _option(cmds["SPGAN"], "SOLVER.GAN.MAX_ITER") == "300"
-    assert _option(cmds["translate"], "--weights") == spgan_weights
-    assert _option(cmds["translate"], "--output") == translated
-    assert _option(cmds["translate"], "--dataset") == "SyntheticDuke"
-    assert all(env["SPGAN_TRANSLATED_DIR"] == translated for _, _, env in calls)
+    translate = cmds["translate (SPGAN)"]
+    assert _option(translate, "--weights") == spgan_weights
+    assert _option(translate, "--output") == translated
+    assert _option(translate, "--dataset") == "SyntheticDuke"
+    assert all(env["SPGAN_TRANSLATED_DIR"] == translated for _, _, env in calls[labels.index("translate (SPGAN)"):])
     # IDE+ fine-tunes the source model; eSPGAN's feature learner starts from its backbone
-    assert cmds["IDE+ on translated"][3].endswith("ide_synthetic.yml")
-    assert _option(cmds["IDE+ on translated"], "MODEL.WEIGHTS") == source_weights
+    assert cmds["IDE+ on SPGAN translations"][3].endswith("ide_synthetic.yml")
+    assert _option(cmds["IDE+ on SPGAN translations"], "MODEL.WEIGHTS") == source_weights
     assert _option(cmds["eSPGAN"], "MODEL.BACKBONE.PRETRAIN_PATH") == source_weights
     # LMP: each model's own run config and weights, --eval-only, 4 stripes
     for label, run_dir in [("direct transfer + LMP", "source_ide"), ("SPGAN + LMP", "spgan_ide"),
@@ -156,7 +165,7 @@ def test_quick_shortens_every_step(demo, monkeypatch, tmp_path, capsys):
 
     assert last(cmds["source IDE+"], "SOLVER.MAX_EPOCH") == "1"
     assert last(cmds["SPGAN"], "SOLVER.GAN.MAX_ITER") == "12"
-    assert last(cmds["IDE+ on translated"], "SOLVER.MAX_EPOCH") == "1"
+    assert last(cmds["IDE+ on SPGAN translations"], "SOLVER.MAX_EPOCH") == "1"
     assert last(cmds["eSPGAN"], "SOLVER.GAN.MAX_ITER") == "8"
     assert "the figures mean nothing" in capsys.readouterr().out
 
@@ -170,5 +179,71 @@ def test_reuse_skips_the_finished_steps(demo, monkeypatch, tmp_path, capsys):
     first = len(calls)
     monkeypatch.setattr("sys.argv", ["demo.py", "--reuse", "--output-dir", str(tmp_path)])
     demo.main()
-    assert [label for label, _, _ in calls[first:]] == ["translate"]  # it leaves no translation.json
+    assert [label for label, _, _ in calls[first:]] == ["translate (SPGAN)"]  # it leaves no translation.json
     assert "reusing" in capsys.readouterr().out
+
+
+def test_table_1_variants_train_their_own_translators_and_feature_learners(demo, monkeypatch, tmp_path, capsys):
+    """CycleGAN (no identity loss, no contrastive term, SiaNet never trained) and CycleGAN + L_ide, each in its own
+    folders, each feature learner reading its own translation; --measure-translation measures each with the
+    source model."""
+    calls = []
+    _fake_tools(demo, monkeypatch, calls)
+    monkeypatch.setattr("sys.argv", ["demo.py", "--variants", "cyclegan,cyclegan_identity,spgan", "--skip-espgan",
+                                     "--measure-translation", "--output-dir", str(tmp_path)])
+    demo.main()
+    cmds = {label: (cmd, env) for label, cmd, env in calls}
+    cyclegan, _ = cmds["CycleGAN"]
+    assert _option(cyclegan, "MODEL.SPGAN.LOSS_WEIGHTS.IDENTITY") == "[0.0]"
+    assert _option(cyclegan, "MODEL.SPGAN.LOSS_WEIGHTS.CONTRASTIVE") == "[0.0]"
+    assert int(_option(cyclegan, "MODEL.SPGAN.SCHEDULE.METRIC_START_EPOCH")) * 50 > int(
+        _option(cyclegan, "SOLVER.GAN.MAX_ITER"))
+    with_identity, _ = cmds["CycleGAN + L_ide"]
+    assert "MODEL.SPGAN.LOSS_WEIGHTS.IDENTITY" not in with_identity
+    assert _option(with_identity, "MODEL.SPGAN.LOSS_WEIGHTS.CONTRASTIVE") == "[0.0]"
+    assert "MODEL.SPGAN.LOSS_WEIGHTS.CONTRASTIVE" not in cmds["SPGAN"][0]
+    for label, folder in [("CycleGAN", "cyclegan"), ("CycleGAN + L_ide", "cyclegan_identity"), ("SPGAN", "spgan")]:
+        translate, _ = cmds[f"translate ({label})"]
+        assert _option(translate, "--weights") == str(tmp_path / folder / "model_final.pth")
+        assert _option(translate, "--output") == str(tmp_path / f"{folder}_translated")
+        ide, env = cmds[f"IDE+ on {label} translations"]
+        assert env["SPGAN_TRANSLATED_DIR"] == str(tmp_path / f"{folder}_translated")
+        assert _option(ide, "OUTPUT_DIR") == str(tmp_path / f"{folder}_ide")
+        quality, _ = cmds[f"{label} translation quality"]
+        assert _option(quality, "--translated") == str(tmp_path / f"{folder}_translated")
+        assert _option(quality, "--reid-weights") == str(tmp_path / "source_ide" / "model_final.pth")
+    printed = capsys.readouterr().out
+    table = [re.split(r"\s*\|\s*", line)[1] for line in printed.splitlines() if line.startswith("| ")]
+    assert table == ["method", "direct transfer", "CycleGAN", "CycleGAN + L_ide", "SPGAN", "eSPGAN",
+                     "translator", "CycleGAN", "CycleGAN + L_ide", "SPGAN"]
+    results = json.loads((tmp_path / "demo_results.json").read_text())
+    assert results["variants"] == ["cyclegan", "cyclegan_identity", "spgan"]
+    assert results["rows"]["CycleGAN"]["translation"]["style"]["source_to_target"] == 90.0
+
+
+def test_the_other_direction_swaps_source_and_target_in_every_step(demo, monkeypatch, tmp_path):
+    calls = []
+    _fake_tools(demo, monkeypatch, calls)
+    monkeypatch.setattr("sys.argv", ["demo.py", "--direction", "market2duke", "--output-dir", str(tmp_path)])
+    demo.main()
+    cmds = {label: cmd for label, cmd, _ in calls}
+
+    def last(cmd, key):
+        return cmd[len(cmd) - 1 - cmd[::-1].index(key) + 1]
+
+    assert last(cmds["source IDE+"], "DATASETS.NAMES") == '("SyntheticMarket",)'
+    for label in ("source IDE+", "IDE+ on SPGAN translations", "eSPGAN"):
+        assert last(cmds[label], "DATASETS.TESTS") == '("SyntheticDuke",)'
+    for label in ("SPGAN", "eSPGAN"):
+        assert last(cmds[label], "DATASETS.NAMES") == '("SyntheticMarket",)'
+        assert last(cmds[label], "MODEL.SPGAN.TARGET_DATASET") == "SyntheticDuke"
+    assert _option(cmds["translate (SPGAN)"], "--dataset") == "SyntheticMarket"
+    results = json.loads((tmp_path / "demo_results.json").read_text())
+    assert (results["source"], results["target"]) == ("SyntheticMarket", "SyntheticDuke")
+
+
+def test_an_unknown_variant_is_refused(demo, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("sys.argv", ["demo.py", "--variants", "spgan,stargan", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        demo.main()
+    assert "--variants 'spgan,stargan': choose from cyclegan, cyclegan_identity, spgan" in capsys.readouterr().err
