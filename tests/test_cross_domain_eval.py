@@ -19,6 +19,7 @@ from fastreid_gan.evaluation import cross_domain
 from fastreid_gan.evaluation.cross_domain import (CrossDomainInputError, LMPSetting, ModelSpec, parse_model_spec,
                                                   run_cross_domain, write_outputs)
 from fastreid_gan.model_loading import inference_config
+from tiny_configs import DGNET
 
 pytestmark = pytest.mark.filterwarnings("ignore:Cython .* evaluation")
 REPO = Path(__file__).resolve().parents[1]
@@ -33,25 +34,6 @@ BASELINE = """_BASE_: {repo}/configs/Synthetic/{base}
 MODEL:
   HEADS:
     NUM_CLASSES: 5
-DATASETS:
-  NAMES: ("{train}",)
-  TESTS: ("{train}",)
-OUTPUT_DIR: {out}
-"""
-DGNET = """MODEL:
-  META_ARCHITECTURE: DGNet
-  HEADS:
-    NUM_CLASSES: 5
-  BACKBONE:
-    DEPTH: 18x
-    PRETRAIN: False
-  DGNET:
-    STRUCTURE: {{WIDTHS: [4, 8, 8, 16], DIM: 16, N_RES: 1}}
-    DECODER: {{N_RES: 1, MLP_DIM: 16}}
-    DISCRIMINATOR: {{DIM: 8, N_RES: 1, N_SCALES: 2}}
-INPUT:
-  SIZE_TRAIN: [64, 32]
-  SIZE_TEST: [64, 32]
 DATASETS:
   NAMES: ("{train}",)
   TESTS: ("{train}",)

@@ -24,6 +24,7 @@ from fastreid_gan.retrieval.feature_extraction import (ExtractedFeatures, Retrie
                                                        write_features)
 from fastreid_gan.retrieval.rank_visualization import (COLORS, DISTRACTOR, FALSE, JUNK, MATCH, QUERY_COLOR,
                                                        roc_points, visualize_ranks)
+from tiny_configs import DGNET
 
 pytestmark = pytest.mark.filterwarnings("ignore:Cython .* evaluation")
 REPO = Path(__file__).resolve().parents[1]
@@ -41,25 +42,6 @@ DATASETS:
   TESTS: ("{tiny}",)
 OUTPUT_DIR: {out}
 """
-DGNET = """MODEL:
-  META_ARCHITECTURE: DGNet
-  HEADS:
-    NUM_CLASSES: 5
-  BACKBONE:
-    DEPTH: 18x
-    PRETRAIN: False
-  DGNET:
-    STRUCTURE: {{WIDTHS: [4, 8, 8, 16], DIM: 16, N_RES: 1}}
-    DECODER: {{N_RES: 1, MLP_DIM: 16}}
-    DISCRIMINATOR: {{DIM: 8, N_RES: 1, N_SCALES: 2}}
-INPUT:
-  SIZE_TRAIN: [64, 32]
-  SIZE_TEST: [64, 32]
-DATASETS:
-  NAMES: ("{tiny}",)
-  TESTS: ("{tiny}",)
-OUTPUT_DIR: {out}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +53,7 @@ def _threads():
 def _write_model(folder: Path, name: str, template: str, seed: int):
     """(config path, checkpoint path) of a model with seeded random weights."""
     config = folder / f"{name}.yml"
-    config.write_text(template.format(repo=REPO, tiny=TINY, out=folder / "runs" / name))
+    config.write_text(template.format(repo=REPO, tiny=TINY, train=TINY, out=folder / "runs" / name))
     torch.manual_seed(seed)
     model = build_model(inference_config(merge_config(get_cfg(), str(config), OPTS)))
     with torch.no_grad():
